@@ -1,0 +1,87 @@
+"""Typed job configs: YAML files + dotted CLI overrides, validated on load.
+
+Every job has one pydantic model (``extra="forbid"``, so a typo is an error, not a silently
+ignored key). ``load_config(Model, "configs/x.yaml", ["engine.max_model_len=2048"])`` reads the
+YAML, applies overrides (values parsed as YAML scalars/lists), validates, and raises
+:class:`ConfigError` whose message names each bad field by its dotted path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class ConfigError(ValueError):
+    """An invalid config; the message names the fields."""
+
+
+class S1Config(BaseModel):
+    """Base for every s1ray config model."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        lines.append(f"{prefix}{loc}: {msg}")
+    return "; ".join(lines)
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply ``a.b.c=value`` to nested ``data`` in place (value parsed as YAML)."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected KEY=VALUE, e.g. engine.max_model_len=2048")
+    key, raw = override.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {override!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({exc})") from None
+    node = data
+    for p in parts[:-1]:
+        child = node.get(p)
+        if child is None:
+            child = node[p] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key}: {p!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r}: top level must be a mapping")
+    return data
+
+
+def load_config(model: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
+    """Build a validated ``model`` from an optional YAML file and dotted overrides."""
+    data = read_yaml(path) if path else {}
+    for ov in overrides or []:
+        apply_override(data, ov)
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        where = f"{path}: " if path else ""
+        raise ConfigError(where + format_validation_error(err)) from None

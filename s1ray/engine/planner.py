@@ -1,0 +1,93 @@
+"""Turning a request into token ids and checking it fits -- everything before the engine.
+
+Needs only the tokenizer, so the CLI and the Serve app refuse a bad request (with the field
+named) before a vLLM engine is started or a round is scheduled.
+"""
+
+from __future__ import annotations
+
+from s1ray.engine.budget import BudgetError, FormatIds, ThinkingBudget
+from s1ray.engine.control import ControlPlan, plan_control
+from s1ray.engine.types import EngineConfig, GenerationRequest
+from s1ray.formats import ReasoningFormat, get_format
+
+
+def tokenize_format(tokenizer, fmt: ReasoningFormat, continuation: str | None = None) -> FormatIds:
+    """Tokenize a format's delimiters once; the engine works on these ids from then on."""
+
+    def enc(s: str) -> tuple[int, ...]:
+        return tuple(tokenizer.encode(s, add_special_tokens=False))
+
+    # Only single-token end-of-turn markers can stop an answer exactly; Qwen-family
+    # tokenizers have <|im_end|>/<|endoftext|> as single special tokens.
+    stop = {ids[0] for ids in map(enc, fmt.answer_stop) if len(ids) == 1}
+    return FormatIds(
+        thinking_end=enc(fmt.thinking_end + (fmt.answer_prefix or "")),
+        end_triggers=tuple(enc(t) for t in fmt.end_triggers),
+        continuation=enc(continuation if continuation is not None else fmt.continuation),
+        answer_stop=frozenset(stop),
+    )
+
+
+class RequestPlanner:
+    def __init__(self, tokenizer, fmt: ReasoningFormat, max_model_len: int):
+        self.tokenizer = tokenizer
+        self.format = fmt  # the engine's default; a request may name another
+        self.max_model_len = max_model_len
+        self.format_ids = tokenize_format(tokenizer, fmt)
+        self._ids_cache: dict[tuple[str, str | None], FormatIds] = {(fmt.name, None): self.format_ids}
+
+    def format_for(self, req: GenerationRequest) -> ReasoningFormat:
+        return get_format(req.format) if req.format else self.format
+
+    def ids_for(self, fmt: ReasoningFormat, continuation: str | None) -> FormatIds:
+        key = (fmt.name, continuation)
+        if key not in self._ids_cache:
+            self._ids_cache[key] = tokenize_format(self.tokenizer, fmt, continuation)
+        return self._ids_cache[key]
+
+    @classmethod
+    def from_config(cls, cfg: EngineConfig) -> "RequestPlanner":
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
+        return cls(tok, get_format(cfg.format), cfg.max_model_len)
+
+    def prompt_ids(self, req: GenerationRequest, suffix: str = "") -> list[int]:
+        """Chat template (or raw text) + the control method's suffix + start of thinking."""
+        if req.messages is not None:
+            msgs = [dict(m) for m in req.messages]
+            user = [i for i, m in enumerate(msgs) if m.get("role") == "user"]
+            if not user:
+                raise BudgetError("messages", "needs at least one user message")
+            msgs[user[-1]]["content"] += suffix
+            text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        else:
+            text = req.prompt + suffix
+        start = self.format_for(req).thinking_start
+        if not text.endswith(start):
+            text += start
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def check_fits(self, prompt_len: int, budget: ThinkingBudget, delim: int = 0) -> None:
+        """Refuse a request whose prompt + budgets cannot fit the model's context."""
+        limit = self.max_model_len
+        if prompt_len >= limit:
+            raise BudgetError("prompt", f"is {prompt_len} tokens; the model's context is {limit}")
+        thinking = budget.max_tokens if budget.max_tokens is not None else budget.min_tokens
+        need = prompt_len + thinking + delim + budget.max_answer_tokens
+        if need > limit:
+            name = "max_thinking_tokens" if budget.max_tokens is not None else "min_thinking_tokens"
+            raise BudgetError(
+                name,
+                f"prompt ({prompt_len}) + {name} ({thinking}) + delimiter ({delim}) + "
+                f"max_answer_tokens ({budget.max_answer_tokens}) = {need} exceeds the context of {limit}",
+            )
+
+    def prepare(self, req: GenerationRequest) -> tuple[ControlPlan, list[int], FormatIds]:
+        plan = plan_control(req.method, req.budget, req.thinking_class)
+        ids = self.ids_for(self.format_for(req), req.continuation)
+        prompt = self.prompt_ids(req, plan.prompt_suffix)
+        # A prompt-only method's own bound must fit too, though it is not enforced.
+        self.check_fits(len(prompt), req.budget, len(ids.thinking_end))
+        return plan, prompt, ids

@@ -1,0 +1,111 @@
+"""Engine configuration, request and result types (pure; shared by CLI, Serve, eval, traces)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from s1ray.config import S1Config
+from s1ray.engine.budget import BudgetError, ThinkingBudget
+from s1ray.engine.control import check_method
+from s1ray.formats import FORMATS
+
+
+class EngineConfig(S1Config):
+    """One vLLM engine: the model and how to run it."""
+
+    model: str = Field(description="HF model name or local path")
+    tokenizer: str | None = Field(None, description="defaults to model")
+    format: str = Field("s1", description="reasoning format: s1 or think-tags")
+    dtype: str = "bfloat16"
+    max_model_len: int = Field(4096, gt=0)
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = False
+    seed: int = 0
+    max_num_seqs: int | None = Field(None, gt=0)
+    cpu_kv_cache_gib: int | None = Field(
+        2, gt=0, description="VLLM_CPU_KVCACHE_SPACE on the CPU build (ignored on GPU)"
+    )
+    extra_engine_args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, v: str) -> str:
+        if v not in FORMATS:
+            raise ValueError(f"unknown reasoning format {v!r}; expected one of {sorted(FORMATS)}")
+        return v
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt under one control method. Either ``messages`` (chat) or ``prompt`` (raw text)."""
+
+    messages: list[dict[str, str]] | None = None
+    prompt: str | None = None
+    method: str = "budget_forcing"
+    budget: ThinkingBudget = field(default_factory=ThinkingBudget)
+    thinking_class: str | None = None
+    continuation: str | None = None  # overrides the format's "Wait"
+    format: str | None = None  # overrides the engine's reasoning format
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    logit_bias: dict[int, float] | None = None
+    max_tries: int = 8  # rejection sampling
+    request_id: str | None = None
+
+    def __post_init__(self) -> None:
+        check_method(self.method)
+        if (self.messages is None) == (self.prompt is None):
+            raise BudgetError("messages", "give exactly one of messages (chat) or prompt (text)")
+        if self.temperature < 0:
+            raise BudgetError("temperature", f"must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise BudgetError("top_p", f"must be in (0, 1], got {self.top_p}")
+        if isinstance(self.max_tries, bool) or not isinstance(self.max_tries, int) or self.max_tries < 1:
+            raise BudgetError("max_tries", f"must be an integer >= 1, got {self.max_tries!r}")
+        if self.format is not None and self.format not in FORMATS:
+            raise BudgetError("format", f"unknown reasoning format {self.format!r}; expected one of {sorted(FORMATS)}")
+        if self.continuation is not None and not self.continuation:
+            raise BudgetError("continuation", "must not be empty")
+
+
+@dataclass
+class GenerationResult:
+    thinking: str
+    answer: str
+    thinking_tokens: int
+    answer_tokens: int
+    num_waits: int
+    forced_end: bool
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int
+    method: str
+    rounds: int = 1
+    tries: int = 1  # rejection sampling: samples drawn
+    accepted: bool = True  # rejection sampling: whether the returned sample fits
+    thinking_token_ids: list[int] = field(default_factory=list, repr=False)
+    answer_token_ids: list[int] = field(default_factory=list, repr=False)
+
+    def to_dict(self, with_ids: bool = False) -> dict[str, Any]:
+        d = asdict(self)
+        if not with_ids:
+            d.pop("thinking_token_ids")
+            d.pop("answer_token_ids")
+        return d
+
+
+@dataclass
+class VoteOutcome:
+    answer: str | None
+    distribution: dict[str, int]
+    samples: list[GenerationResult]
+    answers: list[str | None]
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(s.thinking_tokens + s.answer_tokens for s in self.samples)

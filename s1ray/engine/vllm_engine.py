@@ -1,0 +1,262 @@
+"""Budget forcing on vLLM's async engine.
+
+Design: the pure :class:`BudgetForcer` decides; vLLM is a token source. Each *round* is one
+engine request over ``prompt_ids + forcer.sequence`` as a ``TokensPrompt`` (token ids, never
+re-tokenized text, so there is no drift and no out-of-vocabulary re-feed as in s1's reference).
+``max_tokens`` of a round is the forcer's exact remaining budget and single-token end triggers
+are ``stop_token_ids``, so the engine stops exactly where the forcer would; multi-token triggers
+are caught in the stream and the request aborted.
+
+Continuing after "Wait" starts a new request whose prefix is all cached: with
+``enable_prefix_caching`` only the new tail (the last partial KV block + "Wait") is prefilled.
+We measured the alternative -- recomputing without prefix caching -- with
+``bench/bench_engine.py`` (see README "Performance"); an in-engine logits processor cannot
+*drop* an already sampled delimiter, only ban it in advance, which changes s1's semantics (the
+model never "tries to stop"), so rounds + prefix caching is the default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+
+from s1ray.engine.budget import BudgetError, BudgetForcer, FormatIds, Phase, Signal, ThinkingBudget
+from s1ray.engine.control import within_bounds
+from s1ray.engine.planner import RequestPlanner
+from s1ray.engine.types import EngineConfig, GenerationRequest, GenerationResult, VoteOutcome
+from s1ray.engine.voting import majority_vote
+
+
+@dataclass
+class EngineStats:
+    """Counters the Serve app exports as Ray metrics."""
+
+    requests: int = 0
+    rounds: int = 0
+    thinking_tokens: int = 0
+    answer_tokens: int = 0
+    forced_ends: int = 0
+    continuations: int = 0
+    aborted_rounds: int = 0  # rounds cancelled by the caller (client disconnect)
+    cancelled_ids: list[str] = field(default_factory=list)
+
+
+class BudgetEngine:
+    """An async vLLM engine that runs budget-forced generation for many requests at once.
+
+    Use from a running event loop: ``engine = await BudgetEngine.create(cfg)``.
+    """
+
+    def __init__(self, cfg: EngineConfig, engine, planner: RequestPlanner):
+        self.cfg = cfg
+        self.engine = engine
+        self.planner = planner
+        self.tokenizer = planner.tokenizer
+        self.format_ids = planner.format_ids
+        self.stats = EngineStats()
+
+    @classmethod
+    async def create(cls, cfg: EngineConfig) -> "BudgetEngine":
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        if cfg.cpu_kv_cache_gib is not None:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kv_cache_gib))
+        args = AsyncEngineArgs(
+            model=cfg.model,
+            tokenizer=cfg.tokenizer or cfg.model,
+            dtype=cfg.dtype,
+            max_model_len=cfg.max_model_len,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            enable_prefix_caching=cfg.enable_prefix_caching,
+            enforce_eager=cfg.enforce_eager,
+            seed=cfg.seed,
+            **({"max_num_seqs": cfg.max_num_seqs} if cfg.max_num_seqs else {}),
+            **cfg.extra_engine_args,
+        )
+        planner = RequestPlanner.from_config(cfg)
+        engine = AsyncLLM.from_engine_args(args)
+        return cls(cfg, engine, planner)
+
+    def shutdown(self) -> None:
+        if self.engine is not None:
+            self.engine.shutdown()
+            self.engine = None  # drop it now: AsyncLLM.__del__ at interpreter exit fails noisily
+
+    async def check_health(self) -> None:
+        """Raises if the engine is dead (Serve's health check relies on this)."""
+        if self.engine.errored:
+            raise RuntimeError(f"vLLM engine is dead: {self.engine.dead_error}")
+        await self.engine.check_health()
+
+    # -- generation ------------------------------------------------------------------------
+    async def generate(self, req: GenerationRequest) -> GenerationResult:
+        result = None
+        async for kind, payload in self.stream(req):
+            if kind == "result":
+                result = payload
+        assert result is not None
+        return result
+
+    async def stream(self, req: GenerationRequest) -> AsyncIterator[tuple[str, object]]:
+        """Yield ("thinking"|"answer", text) chunks as they are final, then ("result", result)."""
+        plan, prompt, ids = self.planner.prepare(req)
+        if not plan.resample:
+            async for item in self._stream_one(req, prompt, ids, plan.budget, req.seed):
+                yield item
+            return
+        # Rejection sampling: draw until a sample's thinking fits the bounds (capped).
+        best = None
+        for t in range(req.max_tries):
+            seed = None if req.seed is None else req.seed + t
+            res = await self._collect(req, prompt, ids, plan.budget, seed, temperature=req.temperature or 1.0)
+            res.tries, res.method = t + 1, req.method
+            res.accepted = within_bounds(res.thinking_tokens, plan.bounds)
+            if best is None or res.accepted or res.thinking_tokens < best.thinking_tokens:
+                best = res
+            if res.accepted:
+                break
+        best.tries = t + 1
+        yield "thinking", best.thinking
+        yield "answer", best.answer
+        yield "result", best
+
+    async def _collect(self, req, prompt, ids, budget, seed, temperature=None) -> GenerationResult:
+        result = None
+        async for kind, payload in self._stream_one(req, prompt, ids, budget, seed, temperature):
+            if kind == "result":
+                result = payload
+        return result
+
+    async def _stream_one(
+        self, req, prompt: list[int], ids: FormatIds, budget: ThinkingBudget, seed, temperature=None
+    ) -> AsyncIterator[tuple[str, object]]:
+        from vllm import SamplingParams, TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        from s1ray.engine.detok import IncrementalDecoder
+
+        forcer = BudgetForcer(ids, budget)
+        base_id = req.request_id or uuid.uuid4().hex
+        self.stats.requests += 1
+        # Multi-token triggers may still be completed: hold that many thinking tokens back.
+        holdback = max(len(t) for t in ids.end_triggers) - 1
+        decoders = {"thinking": IncrementalDecoder(self.tokenizer), "answer": IncrementalDecoder(self.tokenizer)}
+        emitted = {"thinking": 0, "answer": 0}
+
+        def flush(final: bool = False):
+            out = []
+            for phase, toks in (("thinking", forcer.thinking_ids), ("answer", forcer.answer_ids)):
+                if phase == "thinking" and forcer.phase is Phase.THINKING and not final:
+                    upto = max(emitted[phase], len(toks) - holdback)
+                else:
+                    upto = len(toks)
+                if upto > emitted[phase]:
+                    text = decoders[phase].push(toks[emitted[phase] : upto])
+                    emitted[phase] = upto
+                    if text:
+                        out.append((phase, text))
+            return out
+
+        sig = forcer.start()
+        rounds = 0
+        while forcer.phase is not Phase.DONE:
+            seq = forcer.sequence
+            room = self.cfg.max_model_len - len(prompt) - len(seq)
+            if room <= 0:
+                forcer.end_of_round()
+                continue
+            rid = f"{base_id}-{rounds}"
+            rounds += 1
+            sp = SamplingParams(
+                max_tokens=min(forcer.round_max_tokens(), room),
+                min_tokens=forcer.round_min_tokens(),
+                stop_token_ids=forcer.round_stop_ids(),
+                ignore_eos=True,  # the forcer, not the generation config, decides where turns end
+                temperature=req.temperature if temperature is None else temperature,
+                top_p=req.top_p,
+                seed=None if seed is None else seed + 7919 * rounds,
+                logit_bias=req.logit_bias,
+                output_kind=RequestOutputKind.DELTA,
+                detokenize=False,
+                skip_special_tokens=False,
+            )
+            gen = self.engine.generate(TokensPrompt(prompt_token_ids=prompt + seq), sp, rid)
+            sig = Signal.CONTINUE
+            finished = False
+            try:
+                async for out in gen:
+                    comp = out.outputs[0]
+                    for tok in comp.token_ids:
+                        sig = forcer.feed(tok)
+                        if sig is not Signal.CONTINUE:
+                            break
+                    finished = out.finished
+                    if sig is Signal.CONTINUE and finished and isinstance(comp.stop_reason, int):
+                        # vLLM may leave the stop token out of token_ids: account for it.
+                        if not comp.token_ids or comp.token_ids[-1] != comp.stop_reason:
+                            sig = forcer.feed(comp.stop_reason)
+                    for chunk in flush():
+                        yield chunk
+                    if sig is not Signal.CONTINUE:
+                        break
+            except (asyncio.CancelledError, GeneratorExit):
+                self.stats.aborted_rounds += 1
+                self.stats.cancelled_ids.append(rid)
+                await asyncio.shield(self.engine.abort(rid))
+                raise
+            finally:
+                await gen.aclose()
+            if sig is not Signal.CONTINUE and not finished:
+                await self.engine.abort(rid)  # the forcer ended this round before the engine did
+            if sig is Signal.CONTINUE:
+                forcer.end_of_round()
+        for chunk in flush(final=True):
+            yield chunk
+        result = self._result(forcer, len(prompt), req.method, rounds)
+        yield "result", result
+
+    def _result(self, forcer: BudgetForcer, prompt_len: int, method: str, rounds: int) -> GenerationResult:
+        dec = lambda t: self.tokenizer.decode(t, skip_special_tokens=False)  # noqa: E731
+        st = self.stats
+        st.rounds += rounds
+        st.thinking_tokens += forcer.thinking_tokens
+        st.answer_tokens += forcer.answer_tokens
+        st.forced_ends += int(forcer.forced_end)
+        st.continuations += forcer.num_waits
+        return GenerationResult(
+            thinking=dec(forcer.thinking_ids),
+            answer=dec(forcer.answer_ids),
+            thinking_tokens=forcer.thinking_tokens,
+            answer_tokens=forcer.answer_tokens,
+            num_waits=forcer.num_waits,
+            forced_end=forcer.forced_end,
+            finish_reason=forcer.answer_finish or "length",
+            prompt_tokens=prompt_len,
+            method=method,
+            rounds=rounds,
+            thinking_token_ids=list(forcer.thinking_ids),
+            answer_token_ids=list(forcer.answer_ids),
+        )
+
+    # -- parallel scaling ------------------------------------------------------------------
+    async def vote(self, req: GenerationRequest, n: int) -> VoteOutcome:
+        """N samples of one prompt, run concurrently (prefix caching shares the prompt's KV),
+        answers extracted and majority-voted; ties go to the earliest sample."""
+        from s1ray.eval.grading import extract_answer
+
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise BudgetError("n", f"must be an integer >= 1, got {n!r}")
+        base = req.request_id or uuid.uuid4().hex
+        reqs = [
+            replace(req, seed=None if req.seed is None else req.seed + i, request_id=f"{base}-s{i}")
+            for i in range(n)
+        ]
+        samples = await asyncio.gather(*(self.generate(r) for r in reqs))
+        answers = [extract_answer(s.answer) or (s.answer.strip() or None) for s in samples]
+        vote = majority_vote(answers)
+        return VoteOutcome(vote.answer, vote.distribution, list(samples), answers)

@@ -1,0 +1,1 @@
+"""Evaluation: answer extraction, grading and (pure-Python) scoring helpers."""

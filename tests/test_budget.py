@@ -1,0 +1,195 @@
+"""The budget-forcing state machine, driven by scripted token sequences (no engine)."""
+
+import pytest
+
+from s1ray.engine.budget import BudgetError, BudgetForcer, FormatIds, Phase, Signal, ThinkingBudget
+
+END = 50  # single-token end-of-thinking trigger (like <|im_start|>)
+MULTI = (60, 61, 62)  # a trigger spanning three tokens (like "</" "think" ">")
+WAIT = (70, 71)  # a two-token continuation
+DELIM = (90, 91)  # delimiter + answer prefix
+EOT = 99  # end of turn
+IDS = FormatIds(thinking_end=DELIM, end_triggers=((END,), MULTI), continuation=WAIT, answer_stop=frozenset({EOT}))
+
+
+class Script:
+    """Drives a forcer the way the engine does: feed tokens; on RESTART a new round begins
+    (the 'model' keeps producing from its script). Records the prompt suffix of every round."""
+
+    def __init__(self, budget: ThinkingBudget, ids: FormatIds = IDS):
+        self.f = BudgetForcer(ids, budget)
+        self.rounds = [list(self.f.sequence)]
+        self.f.start()
+
+    def run(self, tokens):
+        for t in tokens:
+            if self.f.phase is Phase.DONE:
+                break
+            sig = self.f.feed(t)
+            if sig is Signal.RESTART:
+                self.rounds.append(list(self.f.sequence))
+        return self.f
+
+
+def test_no_budget_natural_end():
+    f = Script(ThinkingBudget()).run([1, 2, 3, END, 7, 8, EOT])
+    assert f.thinking_ids == [1, 2, 3]
+    assert f.answer_ids == [7, 8]
+    assert not f.forced_end and f.num_waits == 0
+    assert f.answer_finish == "stop"
+    assert f.sequence == [1, 2, 3, *DELIM, 7, 8]
+
+
+def test_cap_forces_end_exactly():
+    s = Script(ThinkingBudget(max_tokens=4))
+    f = s.run([1, 2, 3, 4, 5, 6, EOT])
+    # 4 thinking tokens, then delimiter; tokens 5, 6 are now the answer.
+    assert f.thinking_ids == [1, 2, 3, 4]
+    assert f.forced_end
+    assert f.answer_ids == [5, 6]
+    assert s.rounds[1] == [1, 2, 3, 4, *DELIM]
+
+
+def test_round_limits_align_with_cap():
+    f = BudgetForcer(IDS, ThinkingBudget(max_tokens=10, max_answer_tokens=3))
+    f.start()
+    assert f.round_max_tokens() == 10
+    assert f.round_stop_ids() == [END]  # the multi-token trigger is caught in the stream
+    for t in (1, 2, 3):
+        f.feed(t)
+    assert f.round_max_tokens() == 7
+
+
+def test_minimum_appends_wait_and_drops_delimiter():
+    s = Script(ThinkingBudget(min_tokens=6))
+    f = s.run([1, 2, END, 3, END, 4, END, 8, EOT])
+    # 1 2 [END dropped] Wait(2) -> 4 tokens; 3 -> 5 < 6: [END dropped] Wait -> 7; 4; END ends.
+    assert f.thinking_ids == [1, 2, *WAIT, 3, *WAIT, 4]
+    assert f.answer_ids == [8]
+    assert f.num_waits == 2
+    assert not f.forced_end
+    assert f.thinking_tokens >= 6
+    assert s.rounds[1] == [1, 2, *WAIT]  # the next round continues after "Wait"
+
+
+def test_min_tokens_after_wait_requires_one_model_token():
+    f = BudgetForcer(IDS, ThinkingBudget(min_tokens=5))
+    f.start()
+    f.feed(END)
+    assert f.round_min_tokens() == 1
+    f.feed(1)
+    assert f.round_min_tokens() == 0
+
+
+def test_num_waits_counts_continuations_independently_of_min():
+    f = Script(ThinkingBudget(num_waits=2)).run([1, END, 2, END, 3, END, 5, EOT])
+    assert f.num_waits == 2
+    assert f.thinking_ids == [1, *WAIT, 2, *WAIT, 3]
+    assert f.answer_ids == [5]
+
+
+def test_min_and_max_together_continuation_truncated_to_cap():
+    s = Script(ThinkingBudget(min_tokens=5, max_tokens=5))
+    f = s.run([1, 2, 3, 4, END, 9, EOT])
+    # At 4 tokens the model stops; only one "Wait" token fits under the cap of 5, then the end is forced.
+    assert f.thinking_ids == [1, 2, 3, 4, WAIT[0]]
+    assert f.forced_end and f.num_waits == 1
+    assert f.answer_ids == [9]
+
+
+@pytest.mark.parametrize("lo,hi", [(0, 0), (0, 1), (1, 1), (0, 3), (2, 3), (3, 8), (7, 9)])
+def test_control_is_total_for_any_script(lo, hi):
+    # Whatever the model emits, the thinking length ends within [lo, hi].
+    scripts = [[END] * 30, [1] * 30, [1, END] * 15, [60, 61, 1, 60, 61, 62] * 5]
+    for tokens in scripts:
+        f = Script(ThinkingBudget(min_tokens=lo, max_tokens=hi)).run(tokens + [EOT])
+        assert lo <= f.thinking_tokens <= hi, (tokens[:6], f.thinking_ids)
+        assert f.phase is Phase.DONE
+
+
+def test_zero_budget_ends_before_generation():
+    f = BudgetForcer(IDS, ThinkingBudget(max_tokens=0))
+    assert f.start() is Signal.RESTART
+    assert f.phase is Phase.ANSWER and f.forced_end
+    assert f.sequence == list(DELIM)
+
+
+def test_budget_of_one():
+    f = Script(ThinkingBudget(max_tokens=1)).run([5, 6, EOT])
+    assert f.thinking_ids == [5] and f.answer_ids == [6] and f.forced_end
+
+
+def test_min_one_with_immediate_stop():
+    f = Script(ThinkingBudget(min_tokens=1, max_tokens=1)).run([END, 6, EOT])
+    assert f.thinking_ids == [WAIT[0]] and f.forced_end and f.answer_ids == [6]
+
+
+def test_delimiter_split_across_tokens():
+    f = Script(ThinkingBudget()).run([1, 60, 61, 62, 8, EOT])
+    assert f.thinking_ids == [1]
+    assert f.answer_ids == [8]
+    assert not f.forced_end
+
+
+def test_partial_delimiter_is_thinking():
+    f = Script(ThinkingBudget()).run([1, 60, 61, 2, 60, 3, END, EOT])
+    assert f.thinking_ids == [1, 60, 61, 2, 60, 3]
+
+
+def test_split_delimiter_under_minimum_is_dropped():
+    f = Script(ThinkingBudget(min_tokens=4)).run([1, 60, 61, 62, 2, END, 8, EOT])
+    assert f.thinking_ids == [1, *WAIT, 2]
+    assert f.num_waits == 1
+
+
+def test_trigger_never_straddles_an_injected_continuation():
+    # Continuation ends in 61, 62 would complete MULTI only across the injection boundary.
+    ids = FormatIds(thinking_end=DELIM, end_triggers=((END,), MULTI), continuation=(60, 61), answer_stop=frozenset({EOT}))
+    f = Script(ThinkingBudget(min_tokens=3), ids).run([END, 62, 1, END, EOT])
+    assert f.thinking_ids == [60, 61, 62, 1]
+    assert f.num_waits == 1
+
+
+def test_answer_cap():
+    f = Script(ThinkingBudget(max_answer_tokens=3)).run([END, 1, 2, 3, 4, 5])
+    assert f.answer_ids == [1, 2, 3]
+    assert f.answer_finish == "length"
+    assert f.phase is Phase.DONE
+
+
+def test_answer_round_limits():
+    f = BudgetForcer(IDS, ThinkingBudget(max_answer_tokens=4))
+    f.start()
+    f.feed(END)
+    assert f.round_stop_ids() == [EOT]
+    f.feed(1)
+    assert f.round_max_tokens() == 3
+
+
+def test_engine_ending_a_round_early_forces_the_end():
+    f = BudgetForcer(IDS, ThinkingBudget())
+    f.start()
+    f.feed(1)
+    assert f.end_of_round() is Signal.RESTART  # e.g. the context ran out
+    assert f.forced_end and f.phase is Phase.ANSWER
+    assert f.end_of_round() is Signal.DONE
+    assert f.answer_finish == "length"
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"min_tokens": 5, "max_tokens": 3}, "min_thinking_tokens"),
+        ({"min_tokens": -1}, "min_thinking_tokens"),
+        ({"max_tokens": -2}, "max_thinking_tokens"),
+        ({"max_tokens": 2.5}, "max_thinking_tokens"),
+        ({"max_tokens": True}, "max_thinking_tokens"),
+        ({"num_waits": -1}, "num_waits"),
+        ({"max_answer_tokens": 0}, "max_answer_tokens"),
+    ],
+)
+def test_bad_budgets_name_the_field(kwargs, field):
+    with pytest.raises(BudgetError) as e:
+        ThinkingBudget(**kwargs)
+    assert e.value.field == field
+    assert field in str(e.value)

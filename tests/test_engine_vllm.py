@@ -1,0 +1,188 @@
+"""Budget forcing on a real vLLM engine (CPU, tiny random model). No mock of vLLM."""
+
+import asyncio
+
+import pytest
+
+from s1ray.engine.budget import BudgetError, ThinkingBudget
+from s1ray.engine.control import within_bounds
+from s1ray.engine.types import GenerationRequest
+
+pytestmark = pytest.mark.vllm
+
+Q = [{"role": "user", "content": "What is 12 + 30?"}]
+
+
+def trigger_bias(engine, strength=6.0):
+    """A random tiny model rarely ends thinking by itself: bias it towards the end trigger so
+    that it tries to stop early and the Wait path runs for real."""
+    return {engine.format_ids.end_triggers[0][0]: strength}
+
+
+GRID = [(0, 0), (0, 1), (0, 8), (4, 16), (16, 16), (10, 40), (24, 64)]
+
+
+def test_control_grid_all_within_bounds(engine, loop):
+    async def run_all():
+        reqs = [
+            GenerationRequest(
+                messages=Q,
+                budget=ThinkingBudget(lo, hi, max_answer_tokens=8),
+                logit_bias=trigger_bias(engine) if i % 2 == 0 else None,
+                temperature=0.8 if i % 3 == 0 else 0.0,
+                seed=i,
+            )
+            for i, (lo, hi) in enumerate(GRID * 2)
+        ]
+        return await asyncio.gather(*(engine.generate(r) for r in reqs))
+
+    results = loop.run(run_all())
+    for (lo, hi), r in zip(GRID * 2, results):
+        assert lo <= r.thinking_tokens <= hi, (lo, hi, r.to_dict())
+        assert r.thinking_tokens == len(r.thinking_token_ids)
+        assert 0 < r.answer_tokens <= 8 or r.finish_reason == "stop"
+    assert any(r.num_waits > 0 for r in results), "the Wait path never ran"
+    assert any(r.forced_end for r in results), "the cap never forced an end"
+
+
+def test_wait_path_really_continues(engine, loop):
+    wait_ids = list(engine.format_ids.continuation)
+    trig = engine.format_ids.end_triggers[0][0]
+    r = loop.run(
+        engine.generate(
+            GenerationRequest(messages=Q, budget=ThinkingBudget(20, 200, max_answer_tokens=4), logit_bias={trig: 8.0})
+        )
+    )
+    assert r.num_waits >= 1
+    assert r.rounds >= r.num_waits + 1  # each Wait resumed decoding in a new engine round
+    assert r.thinking_tokens >= 20 and not r.forced_end
+    assert "Wait" in r.thinking
+    # The delimiter the model emitted was dropped; the continuation's ids are in the thinking.
+    assert trig not in r.thinking_token_ids
+    ids = r.thinking_token_ids
+    assert any(ids[i : i + len(wait_ids)] == wait_ids for i in range(len(ids)))
+
+
+def test_unforced_request_matches_plain_vllm(engine, loop):
+    """With no budget, greedy budget-forced decoding equals one plain vLLM request."""
+    from vllm import SamplingParams, TokensPrompt
+    from vllm.sampling_params import RequestOutputKind
+
+    req = GenerationRequest(messages=Q, budget=ThinkingBudget(0, 48, max_answer_tokens=1))
+    r = loop.run(engine.generate(req))
+    _, prompt, _ = engine.planner.prepare(req)
+
+    async def plain():
+        sp = SamplingParams(max_tokens=48, temperature=0, ignore_eos=True, output_kind=RequestOutputKind.FINAL_ONLY,
+                            stop_token_ids=sorted(engine.format_ids.single_token_triggers))
+        async for out in engine.engine.generate(TokensPrompt(prompt_token_ids=prompt), sp, "plain-1"):
+            last = out
+        return list(last.outputs[0].token_ids)
+
+    ids = loop.run(plain())
+    ids = [t for t in ids if t not in engine.format_ids.single_token_triggers]
+    assert r.thinking_token_ids == ids
+
+
+def test_think_tags_format(engine, loop):
+    fmt_ids = engine.planner.ids_for(__import__("s1ray.formats", fromlist=["x"]).THINK_TAGS, None)
+    close = fmt_ids.end_triggers[0][0]
+    req = GenerationRequest(
+        messages=Q, format="think-tags", budget=ThinkingBudget(12, 30, max_answer_tokens=4), logit_bias={close: 8.0}
+    )
+    _, prompt, _ = engine.planner.prepare(req)
+    assert engine.tokenizer.decode(prompt).endswith("<|im_start|>assistant\n<think>\n")
+    r = loop.run(engine.generate(req))
+    assert 12 <= r.thinking_tokens <= 30
+    assert r.num_waits >= 1
+    assert "</think>" not in r.thinking
+
+
+def test_streaming_chunks_equal_result(engine, loop):
+    async def go():
+        chunks = {"thinking": [], "answer": []}
+        result = None
+        req = GenerationRequest(messages=Q, budget=ThinkingBudget(8, 40, max_answer_tokens=12),
+                                logit_bias=trigger_bias(engine, 4.0))
+        async for kind, payload in engine.stream(req):
+            if kind == "result":
+                result = payload
+            else:
+                chunks[kind].append(payload)
+        return chunks, result
+
+    chunks, r = loop.run(go())
+    assert "".join(chunks["thinking"]) == r.thinking
+    assert "".join(chunks["answer"]) == r.answer
+    assert len(chunks["thinking"]) > 1  # streamed, not one blob
+
+
+def test_cancelled_request_is_aborted_in_the_engine(engine, loop):
+    async def go():
+        first = asyncio.Event()
+        before = engine.stats.aborted_rounds
+
+        async def consume():
+            req = GenerationRequest(messages=Q, budget=ThinkingBudget(800, 900, max_answer_tokens=4))
+            async for _ in engine.stream(req):
+                first.set()
+
+        task = asyncio.create_task(consume())
+        await first.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return before
+
+    before = loop.run(go())
+    assert engine.stats.aborted_rounds == before + 1
+    rid = engine.stats.cancelled_ids[-1]
+    # The engine's own bookkeeping no longer holds the request: it saw the abort.
+    assert rid not in engine.engine.output_processor.request_states
+    assert engine.engine.output_processor.get_num_unfinished_requests() == 0
+
+
+def test_majority_vote(engine, loop):
+    req = GenerationRequest(messages=Q, budget=ThinkingBudget(0, 12, max_answer_tokens=3), temperature=1.0, seed=3)
+    out = loop.run(engine.vote(req, 6))
+    assert len(out.samples) == 6 and len(out.answers) == 6
+    assert sum(out.distribution.values()) == sum(a is not None for a in out.answers)
+    top = max(out.distribution.values())
+    from s1ray.eval.grading import normalize_answer
+
+    assert out.distribution[normalize_answer(out.answer)] == top
+    again = loop.run(engine.vote(req, 6))  # same seeds, same votes
+    assert again.answers == out.answers and again.answer == out.answer
+
+
+def test_prompt_methods_and_rejection_sampling(engine, loop):
+    budget = ThinkingBudget(0, 16, max_answer_tokens=4)
+    for method, phrase in [("token_conditional", "Think for up to 16 tokens"), ("step_conditional", "steps"),
+                           ("class_conditional", "Think briefly")]:
+        req = GenerationRequest(messages=Q, method=method, budget=budget, logit_bias=trigger_bias(engine, 3.0))
+        _, prompt, _ = engine.planner.prepare(req)
+        assert phrase in engine.tokenizer.decode(prompt)
+        r = loop.run(engine.generate(req))
+        assert not r.forced_end or r.thinking_tokens > 16  # nothing enforced below the context
+        assert r.num_waits == 0
+    req = GenerationRequest(messages=Q, method="rejection_sampling", budget=budget, seed=0, max_tries=6,
+                            logit_bias=trigger_bias(engine, 2.0))
+    r = loop.run(engine.generate(req))
+    assert 1 <= r.tries <= 6
+    assert r.accepted == within_bounds(r.thinking_tokens, (0, 16))
+    assert r.accepted or r.tries == 6
+
+
+def test_bad_input_names_the_parameter(engine, loop):
+    with pytest.raises(BudgetError) as e:
+        loop.run(engine.generate(GenerationRequest(prompt="word " * 3000)))
+    assert e.value.field == "prompt"
+    with pytest.raises(BudgetError) as e:
+        loop.run(engine.generate(GenerationRequest(messages=Q, budget=ThinkingBudget(0, 2000))))
+    assert e.value.field == "max_thinking_tokens"
+    with pytest.raises(BudgetError) as e:
+        GenerationRequest(messages=Q, format="nope")
+    assert e.value.field == "format"
+    with pytest.raises(BudgetError) as e:
+        loop.run(engine.vote(GenerationRequest(messages=Q), 0))
+    assert e.value.field == "n"
