@@ -8,6 +8,8 @@ import importlib
 # does not import Ray or vLLM.
 CONFIG_KINDS: dict[str, str] = {
     "engine": "s1ray.engine.types:EngineConfig",
+    "eval": "s1ray.eval.config:EvalConfig",
+    "serve": "s1ray.serve.config:ServeConfig",
 }
 
 

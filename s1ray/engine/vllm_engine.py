@@ -40,8 +40,8 @@ class EngineStats:
     answer_tokens: int = 0
     forced_ends: int = 0
     continuations: int = 0
-    aborted_rounds: int = 0  # rounds cancelled by the caller (client disconnect)
-    cancelled_ids: list[str] = field(default_factory=list)
+    aborted_requests: int = 0  # requests the caller cancelled (disconnect, deadline), aborted in vLLM
+    aborted_ids: list[str] = field(default_factory=list)
 
 
 class BudgetEngine:
@@ -57,6 +57,24 @@ class BudgetEngine:
         self.tokenizer = planner.tokenizer
         self.format_ids = planner.format_ids
         self.stats = EngineStats()
+        self._stats_changed = asyncio.Condition()
+        self._cleanup: set[asyncio.Task] = set()  # strong refs: running abort tasks
+
+    async def wait_for(self, predicate) -> None:
+        """Wait until ``predicate(self.stats)`` holds (tests and admin endpoints sync on this)."""
+        async with self._stats_changed:
+            await self._stats_changed.wait_for(lambda: predicate(self.stats))
+
+    async def _abort(self, rid: str | None, base_id: str) -> None:
+        try:
+            if rid is not None:
+                await self.engine.abort(rid)
+            self.stats.aborted_requests += 1
+            self.stats.aborted_ids.append(base_id)
+            async with self._stats_changed:
+                self._stats_changed.notify_all()
+        finally:
+            self._cleanup.discard(asyncio.current_task())
 
     @classmethod
     async def create(cls, cfg: EngineConfig) -> "BudgetEngine":
@@ -162,59 +180,60 @@ class BudgetEngine:
                         out.append((phase, text))
             return out
 
-        sig = forcer.start()
-        rounds = 0
-        while forcer.phase is not Phase.DONE:
-            seq = forcer.sequence
-            room = self.cfg.max_model_len - len(prompt) - len(seq)
-            if room <= 0:
-                forcer.end_of_round()
-                continue
-            rid = f"{base_id}-{rounds}"
-            rounds += 1
-            sp = SamplingParams(
-                max_tokens=min(forcer.round_max_tokens(), room),
-                min_tokens=forcer.round_min_tokens(),
-                stop_token_ids=forcer.round_stop_ids(),
-                ignore_eos=True,  # the forcer, not the generation config, decides where turns end
-                temperature=req.temperature if temperature is None else temperature,
-                top_p=req.top_p,
-                seed=None if seed is None else seed + 7919 * rounds,
-                logit_bias=req.logit_bias,
-                output_kind=RequestOutputKind.DELTA,
-                detokenize=False,
-                skip_special_tokens=False,
-            )
-            gen = self.engine.generate(TokensPrompt(prompt_token_ids=prompt + seq), sp, rid)
-            sig = Signal.CONTINUE
-            finished = False
-            try:
-                async for out in gen:
-                    comp = out.outputs[0]
-                    for tok in comp.token_ids:
-                        sig = forcer.feed(tok)
+        forcer.start()
+        rounds, rid = 0, None
+        try:
+            while forcer.phase is not Phase.DONE:
+                seq = forcer.sequence
+                room = self.cfg.max_model_len - len(prompt) - len(seq)
+                if room <= 0:
+                    forcer.end_of_round()
+                    continue
+                rid = f"{base_id}-{rounds}"
+                rounds += 1
+                sp = SamplingParams(
+                    max_tokens=min(forcer.round_max_tokens(), room),
+                    min_tokens=forcer.round_min_tokens(),
+                    stop_token_ids=forcer.round_stop_ids(),
+                    ignore_eos=True,  # the forcer, not the generation config, decides where turns end
+                    temperature=req.temperature if temperature is None else temperature,
+                    top_p=req.top_p,
+                    seed=None if seed is None else seed + 7919 * rounds,
+                    logit_bias=req.logit_bias,
+                    output_kind=RequestOutputKind.DELTA,
+                    detokenize=False,
+                    skip_special_tokens=False,
+                )
+                gen = self.engine.generate(TokensPrompt(prompt_token_ids=prompt + seq), sp, rid)
+                sig, finished = Signal.CONTINUE, False
+                try:
+                    async for out in gen:
+                        comp = out.outputs[0]
+                        for tok in comp.token_ids:
+                            sig = forcer.feed(tok)
+                            if sig is not Signal.CONTINUE:
+                                break
+                        finished = out.finished
+                        if sig is Signal.CONTINUE and finished and isinstance(comp.stop_reason, int):
+                            # vLLM may leave the stop token out of token_ids: account for it.
+                            if not comp.token_ids or comp.token_ids[-1] != comp.stop_reason:
+                                sig = forcer.feed(comp.stop_reason)
+                        for chunk in flush():
+                            yield chunk
                         if sig is not Signal.CONTINUE:
                             break
-                    finished = out.finished
-                    if sig is Signal.CONTINUE and finished and isinstance(comp.stop_reason, int):
-                        # vLLM may leave the stop token out of token_ids: account for it.
-                        if not comp.token_ids or comp.token_ids[-1] != comp.stop_reason:
-                            sig = forcer.feed(comp.stop_reason)
-                    for chunk in flush():
-                        yield chunk
-                    if sig is not Signal.CONTINUE:
-                        break
-            except (asyncio.CancelledError, GeneratorExit):
-                self.stats.aborted_rounds += 1
-                self.stats.cancelled_ids.append(rid)
-                await asyncio.shield(self.engine.abort(rid))
-                raise
-            finally:
-                await gen.aclose()
-            if sig is not Signal.CONTINUE and not finished:
-                await self.engine.abort(rid)  # the forcer ended this round before the engine did
-            if sig is Signal.CONTINUE:
-                forcer.end_of_round()
+                finally:
+                    await gen.aclose()
+                if sig is not Signal.CONTINUE and not finished:
+                    await self.engine.abort(rid)  # the forcer ended this round before the engine did
+                rid = None
+                if sig is Signal.CONTINUE:
+                    forcer.end_of_round()
+        except (asyncio.CancelledError, GeneratorExit):
+            # The caller went away (client disconnect, deadline) at any point: free the engine.
+            # A task of its own: a second cancel() of this one must not interrupt the abort.
+            self._cleanup.add(asyncio.get_running_loop().create_task(self._abort(rid, base_id)))
+            raise
         for chunk in flush(final=True):
             yield chunk
         result = self._result(forcer, len(prompt), req.method, rounds)
