@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import json
 import os
 import socket
 import time
@@ -302,3 +303,37 @@ def test_health_fails_when_engine_dies_and_serve_replaces_replica(server):
     assert healthy
     new = {p.pid for p in psutil.process_iter(["name"]) if "EngineCore" in (p.info["name"] or "")}
     assert new and not (new & old)
+
+
+def test_lm_evaluation_harness_runs_unmodified(server, tmp_path):
+    """lm-eval's own `local-completions` model against the endpoint, on a 3-question task."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "tiny_math.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n"
+                            for q, a in [("1+1?", "2"), ("2+3?", "5"), ("4*4?", "16")]))
+    (tmp_path / "s1ray_tiny_math.yaml").write_text(
+        "task: s1ray_tiny_math\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "test_split: test\n"
+        "output_type: generate_until\n"
+        "doc_to_text: 'Question: {{question}}\\nAnswer:'\n"
+        "doc_to_target: '{{answer}}'\n"
+        "generation_kwargs:\n  until: ['<|im_end|>']\n  max_gen_toks: 4\n  do_sample: false\n"
+        "metric_list:\n  - metric: exact_match\n"
+    )
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable, "-m", "lm_eval", "--model", "local-completions",
+        "--model_args", f"model={MODEL},base_url={server}/v1/completions,tokenizer_backend=None,num_concurrent=1",
+        "--tasks", "s1ray_tiny_math", "--include_path", str(tmp_path),
+        "--gen_kwargs", "max_thinking_tokens=8", "--output_path", str(out), "--log_samples",
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OPENAI_API_KEY": API_KEY})
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = [json.loads(p.read_text()) for p in out.rglob("results_*.json")]
+    assert results and "s1ray_tiny_math" in results[0]["results"]
+    samples = [json.loads(line) for p in out.rglob("samples_s1ray_tiny_math_*.jsonl") for line in p.read_text().splitlines()]
+    assert len(samples) == 3  # every question went through the endpoint
