@@ -1,0 +1,30 @@
+"""cluster.yaml validated by Ray's own autoscaler config code (schema + defaults; no cloud call)."""
+
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load():
+    return yaml.safe_load((ROOT / "cluster.yaml").read_text())
+
+
+def test_cluster_yaml_is_valid_for_ray_up():
+    cfg = prepare_config(load())
+    validate_config(cfg)
+    workers = cfg["available_node_types"]["gpu_8x_h100"]
+    assert workers["resources"]["GPU"] == 8 and workers["min_workers"] == 2
+    assert cfg["available_node_types"][cfg["head_node_type"]]["resources"]["GPU"] == 0
+    assert any("[gpu]" in c for c in cfg["setup_commands"])
+
+
+def test_validation_really_checks():
+    bad = load()
+    bad["available_node_types"]["gpu_8x_h100"]["min_workers"] = "two"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_config(prepare_config(bad))
