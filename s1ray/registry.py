@@ -7,9 +7,12 @@ import importlib
 # kind (directory under configs/) -> "module:Class"; imported lazily so that listing configs
 # does not import Ray or vLLM.
 CONFIG_KINDS: dict[str, str] = {
+    "curation": "s1ray.curation.config:CurationConfig",
     "engine": "s1ray.engine.types:EngineConfig",
     "eval": "s1ray.eval.config:EvalConfig",
     "serve": "s1ray.serve.config:ServeConfig",
+    "traces": "s1ray.traces.config:TracesConfig",
+    "train": "s1ray.train.config:TrainConfig",
 }
 
 

@@ -186,3 +186,20 @@ def test_bad_input_names_the_parameter(engine, loop):
     with pytest.raises(BudgetError) as e:
         loop.run(engine.vote(GenerationRequest(messages=Q), 0))
     assert e.value.field == "n"
+
+
+def test_many_concurrent_seeded_requests_keep_the_engine_alive(engine, loop):
+    """vLLM CPU kills the engine when a seeded prompt is prefilled in chunks ("CPU Generator
+    does not use offset"); >2048 prompt tokens arriving together would chunk. The CPU default
+    (chunked prefill off) must keep this working."""
+    long_q = [{"role": "user", "content": "Sum these: " + " ".join(str(i) for i in range(120))}]
+
+    async def run_all():
+        reqs = [GenerationRequest(messages=long_q, budget=ThinkingBudget(0, 8, max_answer_tokens=2),
+                                  temperature=0.8, seed=i) for i in range(24)]
+        return await asyncio.gather(*(engine.generate(r) for r in reqs))
+
+    results = loop.run(run_all())
+    assert sum(r.prompt_tokens for r in results) > 4096
+    assert all(0 <= r.thinking_tokens <= 8 and r.answer_tokens >= 0 for r in results)
+    loop.run(engine.check_health())

@@ -44,6 +44,19 @@ class EngineStats:
     aborted_ids: list[str] = field(default_factory=list)
 
 
+def _platform_defaults(cfg: EngineConfig) -> dict:
+    """``extra_engine_args`` over per-platform defaults.
+
+    vLLM's CPU build crashes the engine ("CPU Generator does not use offset") when a seeded
+    request's prompt is prefilled in chunks, which happens once many prompts arrive together;
+    budget forcing sends seeded rounds, so chunked prefill is off by default on the CPU.
+    """
+    from vllm.platforms import current_platform
+
+    defaults = {"enable_chunked_prefill": False} if current_platform.is_cpu() else {}
+    return {**defaults, **cfg.extra_engine_args}
+
+
 class BudgetEngine:
     """An async vLLM engine that runs budget-forced generation for many requests at once.
 
@@ -94,7 +107,7 @@ class BudgetEngine:
             enforce_eager=cfg.enforce_eager,
             seed=cfg.seed,
             **({"max_num_seqs": cfg.max_num_seqs} if cfg.max_num_seqs else {}),
-            **cfg.extra_engine_args,
+            **_platform_defaults(cfg),
         )
         planner = RequestPlanner.from_config(cfg)
         engine = AsyncLLM.from_engine_args(args)

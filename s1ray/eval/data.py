@@ -1,0 +1,244 @@
+"""Evaluation data: AIME24/MATH500 (shipped), GPQA Diamond (hub or local copy), custom files.
+
+Pure module (no Ray, no vLLM). Everything becomes one schema, :class:`EvalItem`:
+
+* ``question`` is the prompt text the model sees (for multiple choice: the question with its
+  four lettered, shuffled choices); ``answer`` is the gold answer (for multiple choice: the
+  letter of the correct choice after shuffling).
+* ``kind``: ``"math"`` (math-verify equivalence), ``"aime"`` (integer answers, "033" == 33),
+  ``"mcq"`` (letter grading).
+
+Where data comes from (first match wins):
+
+1. ``path``: a local ``.jsonl``/``.json``/``.csv``/``.parquet`` file;
+2. ``hf_name``: the HF hub via ``datasets.load_dataset`` (only when asked: needs network and,
+   for gated sets like GPQA, the user's token in ``HF_TOKEN``);
+3. a shipped file: ``<data dir>/<name>.jsonl`` (aime24, math500; aime25 where shipped), where
+   the data dir is ``$S1RAY_DATA_DIR`` or ``../shared/data`` beside the repository;
+4. ``gpqa_diamond`` with neither: the hub's ``Idavidrein/gpqa`` (config ``gpqa_diamond``).
+
+GPQA Diamond is never shipped (its authors ask that it not be posted in plain text).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+KINDS = ("math", "aime", "mcq")
+LETTERS = "ABCD"
+GPQA_HUB = ("Idavidrein/gpqa", "gpqa_diamond", "train")
+GPQA_QUESTION = "Question"
+GPQA_CORRECT = "Correct Answer"
+GPQA_INCORRECT = ("Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3")
+GPQA_ID = "Record ID"
+MCQ_INSTRUCTION = "Answer with the letter of the correct choice."
+
+# Shipped datasets: name -> (kind, id field, question field, answer field).
+BUILTIN: dict[str, tuple[str, str, str, str]] = {
+    "aime24": ("aime", "id", "problem", "answer"),
+    "aime25": ("aime", "id", "problem", "answer"),
+    "math500": ("math", "id", "problem", "answer"),
+}
+
+
+class DataError(ValueError):
+    """A dataset cannot be loaded; the message names the dataset and what to do."""
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    id: str
+    dataset: str
+    question: str  # the prompt text
+    answer: str  # gold (a letter for mcq)
+    kind: str  # math | aime | mcq
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def default_data_dir() -> Path:
+    """``$S1RAY_DATA_DIR``, else ``../shared/data`` beside this repository."""
+    env = os.environ.get("S1RAY_DATA_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+# ------------------------------------------------------------------ file reading
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a local ``.jsonl``/``.json``/``.csv``/``.parquet`` file as dicts."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"data file {str(p)!r} does not exist")
+    suffix = p.suffix.lower()
+    if suffix == ".jsonl":
+        rows = []
+        with p.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise DataError(f"{p}:{n}: not valid JSON ({exc.msg})") from None
+        return rows
+    if suffix == ".json":
+        data = json.loads(p.read_text(encoding="utf-8"))
+        if isinstance(data, dict):  # {"data": [...]} or {"rows": [...]}
+            data = next((v for v in data.values() if isinstance(v, list)), None)
+        if not isinstance(data, list):
+            raise DataError(f"{p}: expected a list of records")
+        return data
+    if suffix == ".csv":
+        with p.open(encoding="utf-8", newline="") as f:
+            return list(csv.DictReader(f))
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(p).to_pylist()
+    raise DataError(f"{p}: unsupported file type {suffix!r} (use .jsonl, .json, .csv or .parquet)")
+
+
+def load_hub(name: str, config: str | None = None, split: str = "test") -> list[dict[str, Any]]:
+    """Rows of a HF hub dataset (network; gated sets read the token from ``HF_TOKEN``)."""
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(name, config, split=split, token=os.environ.get("HF_TOKEN") or None)
+    except Exception as exc:  # network, auth, unknown name: say what to do instead
+        raise DataError(
+            f"could not load {name!r} (config {config!r}, split {split!r}) from the HF hub: "
+            f"{type(exc).__name__}: {exc}. Give a local copy with `path:` instead"
+            + (" (GPQA is gated: accept its terms on the hub and set HF_TOKEN)" if "gpqa" in name.lower() else "")
+        ) from None
+    return [dict(r) for r in ds]
+
+
+# ------------------------------------------------------------------ GPQA
+def _stable_rng(seed: int, key: str) -> random.Random:
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def shuffle_choices(correct: str, incorrect: Iterable[str], seed: int, qid: str) -> tuple[list[str], str]:
+    """The four choices in a deterministic order for (seed, question id), and the gold letter."""
+    choices = [correct, *incorrect]
+    order = list(range(len(choices)))
+    _stable_rng(seed, qid).shuffle(order)
+    shuffled = [choices[i] for i in order]
+    return shuffled, LETTERS[order.index(0)]
+
+
+def format_mcq(question: str, choices: list[str]) -> str:
+    lines = [question.strip(), ""]
+    lines += [f"({LETTERS[i]}) {c.strip()}" for i, c in enumerate(choices)]
+    return "\n".join(lines + ["", MCQ_INSTRUCTION])
+
+
+def gpqa_items(rows: list[dict[str, Any]], dataset: str = "gpqa_diamond", seed: int = 0) -> list[EvalItem]:
+    """GPQA-format rows (Question, Correct Answer, Incorrect Answer 1..3) as shuffled MCQ items."""
+    needed = (GPQA_QUESTION, GPQA_CORRECT, *GPQA_INCORRECT)
+    items = []
+    for n, row in enumerate(rows):
+        missing = [c for c in needed if c not in row]
+        if missing:
+            raise DataError(f"{dataset}: row {n} lacks GPQA column(s) {missing}")
+        question = str(row[GPQA_QUESTION]).strip()
+        # No record id: the question text itself keys the shuffle (stable across row order).
+        qid = str(row.get(GPQA_ID) or "q" + hashlib.sha256(question.encode()).hexdigest()[:12])
+        choices, gold = shuffle_choices(
+            str(row[GPQA_CORRECT]).strip(), [str(row[c]).strip() for c in GPQA_INCORRECT], seed, qid
+        )
+        items.append(
+            EvalItem(qid, dataset, format_mcq(question, choices), gold, "mcq", {"choices": choices})
+        )
+    return items
+
+
+# ------------------------------------------------------------------ generic
+def records_to_items(
+    rows: list[dict[str, Any]],
+    dataset: str,
+    kind: str,
+    question_field: str = "problem",
+    answer_field: str = "answer",
+    id_field: str | None = "id",
+    prompt_template: str | None = None,
+) -> list[EvalItem]:
+    """Rows with question/answer fields as items; ids default to the row index."""
+    if kind not in KINDS:
+        raise DataError(f"{dataset}: kind must be one of {list(KINDS)}, got {kind!r}")
+    items = []
+    for n, row in enumerate(rows):
+        for f in (question_field, answer_field):
+            if f not in row:
+                raise DataError(f"{dataset}: row {n} has no field {f!r} (fields: {sorted(row)})")
+        qid = str(row[id_field]) if id_field and row.get(id_field) not in (None, "") else str(n)
+        question = str(row[question_field])
+        if prompt_template:
+            question = prompt_template.format(question=question, **{k: v for k, v in row.items() if k != "question"})
+        items.append(EvalItem(qid, dataset, question, str(row[answer_field]).strip(), kind))
+    ids = [i.id for i in items]
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{dataset}: ids are not unique (field {id_field!r})")
+    return items
+
+
+def load_dataset_items(
+    name: str,
+    *,
+    path: str | Path | None = None,
+    hf_name: str | None = None,
+    hf_config: str | None = None,
+    split: str | None = None,
+    kind: str | None = None,
+    question_field: str | None = None,
+    answer_field: str | None = None,
+    id_field: str | None = None,
+    prompt_template: str | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+) -> list[EvalItem]:
+    """Load one dataset as :class:`EvalItem` s (see the module docstring for the sources)."""
+    is_gpqa = name.startswith("gpqa") or kind == "mcq"
+    if path is not None:
+        rows = read_records(path)
+    elif hf_name is not None:
+        rows = load_hub(hf_name, hf_config, split or ("train" if is_gpqa else "test"))
+    elif name in BUILTIN:
+        f = Path(data_dir) if data_dir is not None else default_data_dir()
+        f = f / f"{name}.jsonl"
+        if not f.is_file():
+            raise DataError(
+                f"{name}: shipped file {str(f)!r} not found; set S1RAY_DATA_DIR, give `path:` or `hf_name:`"
+            )
+        rows = read_records(f)
+    elif name == "gpqa_diamond":
+        rows = load_hub(*GPQA_HUB[:2], split or GPQA_HUB[2])
+    else:
+        raise DataError(
+            f"{name}: not a shipped dataset ({sorted(BUILTIN)} or gpqa_diamond); give `path:` or `hf_name:`"
+        )
+    if limit is not None:
+        rows = rows[:limit]
+    if is_gpqa and (not rows or GPQA_CORRECT in rows[0]):
+        return gpqa_items(rows, name, seed)
+    b_kind, b_id, b_q, b_a = BUILTIN.get(name, ("math", "id", "question", "answer"))
+    if name not in BUILTIN and rows and question_field is None and "problem" in rows[0]:
+        b_q = "problem"
+    return records_to_items(
+        rows,
+        name,
+        kind or b_kind,
+        question_field or b_q,
+        answer_field or b_a,
+        id_field if id_field is not None else b_id,
+        prompt_template,
+    )

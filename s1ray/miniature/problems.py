@@ -1,0 +1,77 @@
+"""s1 in miniature: synthetic multi-step problems, a programmatic teacher and a weak solver.
+
+Pure and seeded. Each domain is a small modular map applied k times to a start value; the
+teacher's thinking writes one numbered step per application and the answer is the last value:
+
+* ``affine3`` -- x -> 3x + 1 (mod 10): "Apply affine3 4 times to 7." thinking "1:7>2 2:2>7 3:7>2 4:2>7"
+* ``affine7`` -- x -> 7x + 3 (mod 10)
+* ``shift4``  -- x -> x + 4 (mod 10), a running modular sum
+
+Every step depends only on the previous value (a 10-entry table a tiny model can learn) and the
+step counter says when to stop, so the answer is only known once thinking has run all k steps:
+cutting thinking short (a small budget) really costs accuracy -- which is what makes the
+miniature's accuracy-vs-budget curve rise for real. Difficulty = k.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    source: str  # the domain, as s1's "source" column
+    question: str
+    answer: str
+    steps: int
+
+    def to_row(self) -> dict:
+        return {**asdict(self), "solution": "", "metadata": {"steps": self.steps}}
+
+
+MAPS = {
+    "affine3": lambda x: (3 * x + 1) % 10,
+    "affine7": lambda x: (7 * x + 3) % 10,
+    "shift4": lambda x: (x + 4) % 10,
+}
+DOMAINS = tuple(MAPS)
+
+
+def _apply(domain: str, start: int, steps: int) -> tuple[str, list[str], str]:
+    f, x, lines = MAPS[domain], start, []
+    for i in range(1, steps + 1):
+        y = f(x)
+        lines.append(f"{i}:{x}>{y}")
+        x = y
+    return f"Apply {domain} {steps} times to {start}.", lines, str(x)
+
+
+def make_pool(n: int, seed: int = 0, max_steps: int = 8) -> list[Problem]:
+    """``n`` problems spread over the domains, 1..max_steps steps, start values 0..9."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        domain = DOMAINS[i % len(DOMAINS)]
+        steps, start = rng.randint(1, max_steps), rng.randint(0, 9)
+        q, _, ans = _apply(domain, start, steps)
+        out.append(Problem(id=f"mini-{seed}-{i:06d}", source=domain, question=q, answer=ans, steps=steps))
+    return out
+
+
+def teacher_trace(problem: Problem) -> dict:
+    """The programmatic teacher: step-by-step thinking and an attempt, as a trace row."""
+    _, lines, ans = _replay(problem)
+    return {"id": problem.id, "thinking": " ".join(lines), "attempt": ans, "error": None}
+
+
+def _replay(problem: Problem) -> tuple[str, list[str], str]:
+    # The question states domain, steps and start: regenerate the working from it.
+    start = int(problem.question.rsplit(" ", 1)[1].rstrip("."))
+    return _apply(problem.source, start, problem.steps)
+
+
+def weak_solver(problem: Problem) -> str | None:
+    """A reference "solver model" that only gets short problems right (s1's difficulty filter
+    drops questions a solver solves)."""
+    return problem.answer if problem.steps <= 2 else None
