@@ -41,7 +41,7 @@ def server(tiny_model_dir):
 
     os.environ[KEY_ENV] = API_KEY  # replicas inherit the driver's environment
     port = _free_port()
-    ray.init(num_cpus=4, include_dashboard=False, object_store_memory=200 * 1024**2)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, object_store_memory=200 * 1024**2)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     cfg = ServeConfig(
         engine={"model": tiny_model_dir, "max_model_len": 4096, "enforce_eager": True, "cpu_kv_cache_gib": 1},

@@ -10,7 +10,7 @@ are caught in the stream and the request aborted.
 Continuing after "Wait" starts a new request whose prefix is all cached: with
 ``enable_prefix_caching`` only the new tail (the last partial KV block + "Wait") is prefilled.
 We measured the alternative -- recomputing without prefix caching -- with
-``bench/bench_engine.py`` (see README "Performance"); an in-engine logits processor cannot
+``bench/bench_engine.py`` (numbers in bench/README.md); an in-engine logits processor cannot
 *drop* an already sampled delimiter, only ban it in advance, which changes s1's semantics (the
 model never "tries to stop"), so rounds + prefix caching is the default.
 """
