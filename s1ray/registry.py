@@ -11,6 +11,7 @@ CONFIG_KINDS: dict[str, str] = {
     "engine": "s1ray.engine.types:EngineConfig",
     "eval": "s1ray.eval.config:EvalConfig",
     "serve": "s1ray.serve.config:ServeConfig",
+    "pipeline": "s1ray.pipeline.config:PipelineConfig",
     "traces": "s1ray.traces.config:TracesConfig",
     "train": "s1ray.train.config:TrainConfig",
 }

@@ -1,0 +1,438 @@
+"""The per-worker training function for Ray Train's ``TorchTrainer``, and its DeepSpeed config.
+
+Each worker (one data-parallel rank; one GPU, or one CPU process in tests):
+
+1. builds the DeepSpeed config from the typed ``TrainConfig`` (:func:`build_ds_config`);
+   for ZeRO-3 an ``HfDeepSpeedConfig`` is created *before* ``from_pretrained`` so the weights
+   are loaded straight into partitions (no full copy per rank);
+2. ``deepspeed.initialize`` with AdamW (decay on matrices only) and a warmup + cosine-to-0
+   ``LambdaLR`` (:class:`WarmupCosine`); DeepSpeed does the gradient accumulation
+   (global / (world x micro)), clipping (1.0), ZeRO partitioning and optional CPU offload;
+3. resumes from ``ray.train.get_checkpoint()`` if there is one: the newest *complete*
+   checkpoint (:mod:`s1ray.train.checkpoint`) restores weights, optimizer, scheduler and the step;
+   the data position is a pure function of the step (:func:`s1ray.train.data.step_micro_batches`),
+   so the loader continues exactly where the checkpoint was taken, with no replay;
+4. per step: forward/backward every micro-batch with the global-token-mean loss
+   (:mod:`s1ray.train.modeling`), then ``ray.train.report`` of loss, lr, grad norm, tokens/s, MFU
+   (every rank calls report each step; Ray keeps rank 0's metrics);
+5. checkpoints every ``checkpoint_every_steps``, at each epoch end and at the end: every rank
+   ``engine.save_checkpoint`` into a local temp dir, rank 0 adds the meta, every rank its
+   completion marker (last), then ``ray.train.report(metrics, checkpoint=...)``;
+6. at the end, exports the consolidated HF model (:mod:`s1ray.train.export`).
+
+No module-level torch/DeepSpeed import: on CPU ``DS_ACCELERATOR=cpu`` must be set before
+DeepSpeed is first imported in the worker.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from s1ray.train.config import TrainConfig
+
+
+# Per-step metrics kept in every checkpoint's meta (the run's full curve travels with it).
+HISTORY_KEYS = ("step", "loss", "lr", "grad_norm", "tokens", "padding_fraction", "step_time_s", "tokens_per_s", "mfu")
+
+
+# -- DeepSpeed config and schedule (pure) -----------------------------------------------------
+def build_ds_config(cfg: TrainConfig, world_size: int, hidden_size: int | None = None) -> dict[str, Any]:
+    """The DeepSpeed config for ``cfg`` on ``world_size`` ranks.
+
+    The LR schedule is not in here: it is a client ``LambdaLR`` (see :class:`WarmupCosine`),
+    because DeepSpeed's ``WarmupCosineLR`` floors warmup at 2 steps and offsets the cosine by one.
+    """
+    if cfg.global_batch_size % (world_size * cfg.micro_batch_size):
+        raise ValueError(
+            f"global_batch_size ({cfg.global_batch_size}) must be divisible by world size ({world_size}) "
+            f"x micro_batch_size ({cfg.micro_batch_size})"
+        )
+    gas = cfg.global_batch_size // (world_size * cfg.micro_batch_size)
+    opt_params: dict[str, Any] = {
+        "lr": cfg.lr,
+        "betas": list(cfg.adam_betas),
+        "eps": cfg.adam_eps,
+        "weight_decay": cfg.weight_decay,
+    }
+    if not cfg.offload_optimizer:
+        # torch.optim.AdamW (fused kernel on GPU) instead of DeepSpeed's FusedAdam, which must be
+        # JIT-built with nvcc; with offload, DeepSpeed uses its DeepSpeedCPUAdam.
+        opt_params["torch_adam"] = True
+        if cfg.use_gpu:
+            opt_params["fused"] = True
+    zero: dict[str, Any] = {
+        "stage": cfg.zero_stage,
+        "contiguous_gradients": True,
+        "overlap_comm": cfg.use_gpu,
+        "reduce_scatter": True,
+    }
+    if cfg.zero_stage == 3:
+        h2 = (hidden_size or 4096) ** 2
+        zero.update(
+            {
+                "stage3_gather_16bit_weights_on_model_save": True,
+                "reduce_bucket_size": h2,
+                "stage3_prefetch_bucket_size": int(0.9 * h2),
+                "stage3_param_persistence_threshold": 10 * (hidden_size or 4096),
+                "stage3_max_live_parameters": int(1e9),
+                "stage3_max_reuse_distance": int(1e9),
+                "sub_group_size": int(1e9),
+            }
+        )
+    else:
+        zero.update({"allgather_partitions": True, "allgather_bucket_size": int(5e8), "reduce_bucket_size": int(5e8)})
+    if cfg.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": cfg.use_gpu}
+    return {
+        "train_batch_size": cfg.global_batch_size,
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": gas,
+        "gradient_clipping": cfg.max_grad_norm,
+        "bf16": {"enabled": cfg.bf16},
+        "fp16": {"enabled": False},
+        "optimizer": {"type": "AdamW", "params": opt_params},
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+        "seed": cfg.seed,
+    }
+
+
+class WarmupCosine:
+    """LR multiplier: linear warmup 0 -> 1 over ``warmup`` steps, then cosine to exactly 0 at
+    ``total`` (HF's ``get_cosine_schedule_with_warmup``; s1's recipe). Step s's update uses
+    ``lr(s)``; ``lr(total) == 0``."""
+
+    def __init__(self, total: int, warmup: int):
+        self.total, self.warmup = total, warmup
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return step / max(1, self.warmup)
+        progress = (step - self.warmup) / max(1, self.total - self.warmup)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _reset_schedule(scheduler, schedule: WarmupCosine, step: int) -> None:
+    """After loading a checkpoint: ``LambdaLR.load_state_dict`` overwrote the schedule object's
+    fields with the *saved* run's (its total). Install a fresh schedule for this run and set the
+    LR of ``step``, so a resubmission with other max_steps/epochs follows the new schedule."""
+    scheduler.lr_lambdas = [schedule] * len(scheduler.optimizer.param_groups)
+    lrs = [base * schedule(step) for base in scheduler.base_lrs]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
+
+
+def param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups as HF's Trainer makes them: no weight decay on biases and norm weights."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        ndim = len(getattr(p, "ds_shape", p.shape))  # ZeRO-3 partitions are flat; ds_shape is the real one
+        (decay if ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def resolve_attn(cfg: TrainConfig) -> str:
+    if cfg.attn_implementation != "auto":
+        return cfg.attn_implementation
+    if cfg.use_gpu:
+        try:
+            import flash_attn  # noqa: F401
+
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+# -- metrics sinks ----------------------------------------------------------------------------
+class MetricsSink:
+    """Optional W&B / MLflow logging from rank 0 (only when configured)."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.wandb = self.mlflow = None
+        lc = cfg.logging
+        if lc.wandb is not None:
+            import wandb
+
+            self.wandb = wandb.init(
+                project=lc.wandb.project, entity=lc.wandb.entity, name=lc.wandb.run_name or cfg.name,
+                id=(lc.wandb.run_name or cfg.name).replace("/", "-"), resume="allow", tags=lc.wandb.tags,
+                config=cfg.model_dump(mode="json"),
+            )
+        if lc.mlflow is not None:
+            import mlflow
+
+            if lc.mlflow.tracking_uri:
+                mlflow.set_tracking_uri(lc.mlflow.tracking_uri)
+            mlflow.set_experiment(lc.mlflow.experiment)
+            self.mlflow = mlflow
+            mlflow.start_run(run_name=cfg.name)
+            mlflow.log_params({k: str(v)[:250] for k, v in cfg.model_dump(mode="json").items()})
+
+    def log(self, metrics: dict[str, Any]) -> None:
+        nums = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
+        if self.wandb is not None:
+            self.wandb.log(nums, step=int(metrics["step"]))
+        if self.mlflow is not None:
+            self.mlflow.log_metrics({k: float(v) for k, v in nums.items()}, step=int(metrics["step"]))
+
+    def close(self) -> None:
+        if self.wandb is not None:
+            self.wandb.finish()
+        if self.mlflow is not None:
+            self.mlflow.end_run()
+
+
+# -- the worker function ----------------------------------------------------------------------
+def _worker_env(cfg: TrainConfig) -> None:
+    if not cfg.use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if cfg.torch_extensions_dir:
+        os.environ["TORCH_EXTENSIONS_DIR"] = cfg.torch_extensions_dir
+    if cfg.deterministic and cfg.use_gpu:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _seed_all(seed: int, deterministic: bool) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+        if torch.cuda.is_available():
+            torch.backends.cudnn.benchmark = False
+
+
+def _maybe_inject_fault(cfg: TrainConfig, step: int, rank: int) -> None:
+    """TEST-ONLY: see config.FaultInjection."""
+    fi = cfg.fault_injection
+    if fi is None or step != fi.step or rank != fi.rank:
+        return
+    marker = Path(fi.marker)
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"fault injected at step {step} on rank {rank}\n")
+    raise RuntimeError(f"s1ray test-only fault injection: rank {rank} fails after step {step}")
+
+
+def train_func(loop_config: dict[str, Any]) -> None:
+    """Ray Train worker entry point. ``loop_config``: ``cfg`` (TrainConfig as a dict), ``data``
+    (PreparedData or an ObjectRef to it), ``pad_id``."""
+    cfg = TrainConfig.model_validate(loop_config["cfg"])
+    _worker_env(cfg)
+
+    import deepspeed
+    import ray
+    import ray.train
+    import torch
+    import torch.distributed as dist
+    from ray.train import Checkpoint
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.integrations import HfDeepSpeedConfig
+
+    from s1ray.train import checkpoint as ck
+    from s1ray.train.data import IGNORE, batch_tokens, collate, seq_lengths, step_micro_batches, steps_per_epoch
+    from s1ray.train.data import total_steps as compute_total_steps
+    from s1ray.train.export import export_done, export_from_engine
+    from s1ray.train.modeling import model_forward_logits, peak_tflops, step_flops, token_ce_sum
+
+    data = loop_config["data"]
+    if isinstance(data, ray.ObjectRef):
+        data = ray.get(data)
+    pad_id = int(loop_config["pad_id"])
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    _seed_all(cfg.seed, cfg.deterministic)
+    if not cfg.use_gpu:
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+
+    # Ray Train already created the torch process group; DeepSpeed's comm layer adopts it (and must
+    # be up before zero.Init reads the world size during from_pretrained).
+    deepspeed.init_distributed(dist_backend="nccl" if cfg.use_gpu else "gloo")
+    hf_config = AutoConfig.from_pretrained(cfg.model)
+    ds_config = build_ds_config(cfg, world, getattr(hf_config, "hidden_size", None))
+    gas = ds_config["gradient_accumulation_steps"]
+    dschf = HfDeepSpeedConfig(ds_config) if cfg.zero_stage == 3 else None  # noqa: F841 (must stay alive)
+    dtype = torch.bfloat16 if cfg.bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype, attn_implementation=resolve_attn(cfg))
+    model.config.use_cache = False
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    spe = steps_per_epoch(len(data.rows), cfg.global_batch_size)
+    total = compute_total_steps(len(data.rows), cfg.global_batch_size, cfg.epochs, cfg.max_steps)
+    schedule = WarmupCosine(total, cfg.warmup_steps(total))
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model,
+        model_parameters=param_groups(model, cfg.weight_decay),
+        config=ds_config,
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule),
+    )
+    device = engine.device
+
+    # -- resume --------------------------------------------------------------------------
+    start, history, resumed_from = 0, [], []
+    chosen = [None]
+    if rank == 0:
+        latest = ray.train.get_checkpoint()
+        if latest is not None:
+            found, meta = ck.find_complete(latest)
+            if found is not None:
+                chosen = [(found.path, meta)]
+    dist.broadcast_object_list(chosen, src=0)  # every rank loads the same checkpoint
+    if chosen[0] is not None:
+        path, meta = chosen[0]
+        if int(meta["world_size"]) != world:
+            raise RuntimeError(
+                f"checkpoint {path} was written by {meta['world_size']} ranks; this run has {world} "
+                "(ZeRO partitions do not re-shard; keep num_workers, or start a new run name)"
+            )
+        latest = ray.train.get_checkpoint()
+        ckpt = Checkpoint(path, filesystem=latest.filesystem) if latest is not None else Checkpoint(path)
+        with tempfile.TemporaryDirectory(prefix="s1ray-resume-") as tmp:
+            local = ck.fetch_for_rank(ckpt, rank, tmp)
+            load_path, _ = engine.load_checkpoint(
+                local, tag=ck.DS_TAG, load_optimizer_states=True, load_lr_scheduler_states=True
+            )
+        if load_path is None:
+            raise RuntimeError(f"DeepSpeed could not load checkpoint {path}")
+        start, history = int(meta["step"]), list(meta["history"])
+        resumed_from = list(meta.get("resumed_from", [])) + [start]
+        if int(meta.get("total_steps", total)) != total and rank == 0:
+            print(f"[s1ray.train] total steps changed {meta['total_steps']} -> {total}: LR schedule recomputed", flush=True)
+        _reset_schedule(scheduler, WarmupCosine(total, cfg.warmup_steps(total)), start)
+        if rank == 0:
+            print(f"[s1ray.train] resumed from {path} at step {start}/{total}", flush=True)
+
+    peak, peak_source = peak_tflops(cfg.peak_tflops, cfg.use_gpu)
+    sink = MetricsSink(cfg) if rank == 0 and (cfg.logging.wandb or cfg.logging.mlflow) else None
+    metrics: dict[str, Any] = {}
+
+    def save_and_report(step_done: int, metrics: dict[str, Any]) -> None:
+        from ray.train import CheckpointUploadMode
+
+        tmp = tempfile.mkdtemp(prefix=f"s1ray-ckpt-{step_done}-r{rank}-")
+        try:
+            engine.save_checkpoint(tmp, tag=ck.DS_TAG)
+            if rank == 0:
+                ck.write_meta(tmp, {
+                    "step": step_done, "epoch": step_done / spe, "total_steps": total, "world_size": world,
+                    "steps_per_epoch": spe, "history": history, "resumed_from": resumed_from,
+                    "name": cfg.name, "time": time.time(),
+                })
+            ck.write_marker(tmp, rank)  # last
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if cfg.async_checkpoint_upload:  # Ray uploads in the background, then deletes tmp
+            ray.train.report(
+                metrics, checkpoint=Checkpoint.from_directory(tmp),
+                checkpoint_upload_mode=CheckpointUploadMode.ASYNC, delete_local_checkpoint_after_upload=True,
+            )
+            return
+        try:
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    for step in range(start, total):
+        t0 = time.perf_counter()
+        micro_batches = step_micro_batches(data, cfg.seed, step, cfg.global_batch_size, world, cfg.micro_batch_size, rank)
+        assert len(micro_batches) == gas, (len(micro_batches), gas)
+        batches = [collate(data, mb, pad_id) for mb in micro_batches]
+        lens = [s for mb in micro_batches for s in seq_lengths(data, mb)]
+        local = torch.tensor(
+            [
+                sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches),
+                sum(batch_tokens(b) for b in batches),
+                sum(int(b["input_ids"].numel()) for b in batches),
+                step_flops(hf_config, lens),
+            ],
+            dtype=torch.float64,
+            device=device,
+        )
+        dist.all_reduce(local)
+        label_tokens, tokens, computed_tokens, flops = local.tolist()
+        lr = float(scheduler.get_last_lr()[0])
+        scale = world * gas / max(1.0, label_tokens)
+        ce_total = torch.zeros((), dtype=torch.float64, device=device)
+        for b in batches:
+            b = {k: v.to(device) for k, v in b.items()}
+            logits = model_forward_logits(engine, b)
+            ce = token_ce_sum(logits, b["labels"], cfg.loss_chunk_size)
+            engine.backward(ce * scale)
+            engine.step()
+            ce_total += ce.detach().double()
+            del logits, ce
+        dist.all_reduce(ce_total)
+        grad_norm = engine.get_global_grad_norm()
+        if isinstance(grad_norm, torch.Tensor):
+            grad_norm = grad_norm.item()
+        dt = time.perf_counter() - t0
+        step_done = step + 1
+        metrics = {
+            "step": step_done,
+            "epoch": step_done / spe,
+            "loss": ce_total.item() / max(1.0, label_tokens),
+            "lr": lr,
+            "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+            "tokens": int(tokens),
+            "label_tokens": int(label_tokens),
+            "padding_fraction": 1.0 - tokens / max(1.0, computed_tokens),
+            "step_time_s": dt,
+            "tokens_per_s": tokens / dt,
+            "tokens_per_s_per_worker": tokens / dt / world,
+            "mfu": flops / (dt * world * peak * 1e12),
+            "peak_tflops": peak,
+            "peak_source": peak_source,
+            "total_steps": total,
+        }
+        history.append({k: metrics[k] for k in HISTORY_KEYS})
+        if rank == 0:
+            if cfg.logging.print_every and step_done % cfg.logging.print_every == 0:
+                print(
+                    f"[s1ray.train] step {step_done}/{total} loss {metrics['loss']:.4f} lr {lr:.3e} "
+                    f"grad_norm {metrics['grad_norm']:.3f} tok/s {metrics['tokens_per_s']:.0f} "
+                    f"mfu {metrics['mfu']:.3%} ({peak_source} peak {peak} TFLOP/s)",
+                    flush=True,
+                )
+            if sink is not None:
+                sink.log(metrics)
+        _maybe_inject_fault(cfg, step_done, rank)
+        every = cfg.checkpoint_every_steps
+        if (every and step_done % every == 0) or step_done % spe == 0 or step_done == total:
+            save_and_report(step_done, metrics)
+        else:
+            ray.train.report(metrics)
+
+    if not metrics and rank == 0:
+        print(f"[s1ray.train] run already complete at step {start}/{total}", flush=True)
+    done = [export_done(cfg.resolved_export_dir(), total) if rank == 0 else None]
+    dist.broadcast_object_list(done, src=0)
+    if not done[0]:
+        info = {
+            "step": total, "final_loss": history[-1]["loss"] if history else None, "name": cfg.name,
+            "format": cfg.format, "source_model": cfg.model, "history": history,
+        }
+        export_from_engine(engine, cfg, hf_config, info)
+    if sink is not None:
+        sink.close()
