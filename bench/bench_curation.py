@@ -1,0 +1,159 @@
+"""Curation benchmark (issue 7): rows/s per stage of the real pipeline (Ray Data, local cluster)
+on synthetic pools of 1k, 10k (and 100k) questions, and how each stage's time grows with size.
+
+The pool is written as real inputs -- a jsonl question file, a trace job output dir (manifest +
+parquet shards) and a solver jsonl (2 samples per question) -- so ingest, the trace join and
+grading run the same code paths as a real run. Questions are distinct (~40 words each) with 5%
+planted exact duplicates, 2% near duplicates, 10 MATH500 leaks, 3% failed traces, ~30% of
+questions solved by the "solver"; domains come from a field (the embedding / LLM classifiers
+measure the model, not the pipeline). Everything is CPU-only; on a shared 2-core machine the
+absolute numbers move with the neighbours' load -- the growth ratios much less.
+
+    python bench/bench_curation.py                      # 1k and 10k
+    python bench/bench_curation.py --sizes 1000 10000 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "data"
+STAGES = ["ingest", "dedupe", "quality", "difficulty", "domains", "select", "export"]
+
+
+def make_pool(n: int, out: Path, seed: int = 0) -> dict:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    vocab = np.array([f"t{i}" for i in range(5000)] + [str(i) for i in range(100)])
+    words = rng.choice(vocab, (n, 40))
+    qs = []
+    for i in range(n):
+        qs.append({"id": f"b{i:07d}", "problem": f"Question {i}: " + " ".join(words[i]) + "?",
+                   "answer": str(i % 1000), "topic": f"d{i % 12}"})
+    m500 = [json.loads(x)["problem"] for x in (SHARED / "math500.jsonl").read_text().splitlines()[:10]]
+    for k in range(int(0.05 * n)):  # exact duplicates
+        src = qs[k * 7 % n]
+        qs.append({**src, "id": f"dup{k:07d}", "problem": src["problem"].upper()})
+    for k in range(int(0.02 * n)):  # near duplicates
+        src = qs[k * 11 % n]
+        qs.append({**src, "id": f"near{k:07d}", "problem": src["problem"].replace(" ", " also ", 1)})
+    for k, q in enumerate(m500):
+        qs.append({"id": f"leak{k}", "problem": q, "answer": "0", "topic": "d0"})
+    with (out / "pool.jsonl").open("w") as f:
+        for q in qs:
+            f.write(json.dumps(q) + "\n")
+    tdir = out / "traces"
+    tdir.mkdir()
+    lengths = rng.integers(50, 400, len(qs))
+    think_vocab = vocab[:500]
+    shards, rows = [], []
+    for i, q in enumerate(qs):
+        err = i % 33 == 5
+        rows.append({"id": q["id"], "sample_index": 0,
+                     "thinking": "" if err else " ".join(rng.choice(think_vocab, int(lengths[i]))),
+                     "answer": "" if err else f"The answer is \\boxed{{{q['answer']}}}.",
+                     "extracted_answer": None if err else q["answer"], "error": "HTTP 500" if err else None,
+                     "finish_reason": None if err else "stop", "thinking_tokens": 0 if err else int(lengths[i])})
+        if len(rows) == 5000 or i == len(qs) - 1:
+            name = f"shard-{len(shards):05d}.parquet"
+            pq.write_table(pa.Table.from_pylist(rows), tdir / name)
+            shards.append({"file": name, "rows": len(rows)})
+            rows = []
+    (tdir / "manifest.json").write_text(json.dumps({"version": 1, "shards": shards}))
+    with (out / "solver.jsonl").open("w") as f:
+        for i, q in enumerate(qs):
+            for s in range(2):
+                right = i % 10 < 3 and s == 0
+                f.write(json.dumps({"id": q["id"], "sample_index": s,
+                                    "extracted_answer": q["answer"] if right else "-7"}) + "\n")
+    return {"questions": len(qs)}
+
+
+def config(out: Path, work: Path, size: int) -> dict:
+    return {
+        "name": f"bench{size}", "output_dir": str(out),
+        "sources": [{"name": "pool", "kind": "jsonl", "path": str(work / "pool.jsonl"), "fields": {"question": "problem"},
+                     "source": "bench"}],
+        "decontamination": {"eval_sets": [{"name": "math500", "path": str(SHARED / "math500.jsonl")},
+                                          {"name": "aime24", "path": str(SHARED / "aime24.jsonl")}]},
+        "quality": {"traces": [{"kind": "traces_dir", "path": str(work / "traces")}]},
+        "difficulty": {"solvers": [{"kind": "jsonl", "name": "solver", "path": str(work / "solver.jsonl")}]},
+        "domains": {"method": "field", "field": "metadata.topic"},
+        "selection": {"size": 1000, "seed": 0},
+        "batch_size": 1024,
+        "map_num_cpus": 0.5,
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "s1ray-bench", "curation.json"))
+    args = p.parse_args()
+
+    import ray
+
+    from s1ray.curation.config import CurationConfig
+    from s1ray.curation.pipeline import Pipeline
+
+    ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=1024 * 1024**2)
+    results = {}
+    try:
+        for n in args.sizes:
+            work = Path(tempfile.mkdtemp(prefix=f"s1ray-bench-cur{n}-"))
+            try:
+                t0 = time.perf_counter()
+                info = make_pool(n, work)
+                gen_s = time.perf_counter() - t0
+                res = Pipeline(CurationConfig.model_validate(config(work / "out", work, n))).run()
+                stages = {s: {k: res.stages[s].get(k) for k in ("rows_in", "rows_out", "elapsed_s", "rows_per_s")}
+                          for s in STAGES}
+                t1 = time.perf_counter()
+                cached = Pipeline(CurationConfig.model_validate(config(work / "out", work, n))).run()
+                rerun_s = time.perf_counter() - t1
+                assert cached.executed == []
+                results[n] = {"pool_rows": info["questions"], "generate_inputs_s": round(gen_s, 1),
+                              "total_s": res.elapsed_s, "final_rows": res.final_rows, "cached_rerun_s": round(rerun_s, 2),
+                              "stages": stages}
+                print(f"\n== {n} questions ({info['questions']} rows with plants): {res.elapsed_s:.1f} s, "
+                      f"cached rerun {rerun_s:.1f} s", flush=True)
+                print(f"{'stage':<11}{'rows in':>9}{'rows out':>10}{'s':>8}{'rows/s':>10}")
+                for s, st in stages.items():
+                    print(f"{s:<11}{st['rows_in']:>9}{st['rows_out']:>10}{st['elapsed_s']:>8.1f}{st['rows_per_s']:>10.0f}")
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    finally:
+        ray.shutdown()
+    sizes = sorted(results)
+    growth = {}
+    for a, b in zip(sizes, sizes[1:]):
+        growth[f"{b}/{a}"] = {s: round(results[b]["stages"][s]["elapsed_s"] / max(results[a]["stages"][s]["elapsed_s"], 1e-9), 2)
+                              for s in STAGES}
+        growth[f"{b}/{a}"]["total"] = round(results[b]["total_s"] / results[a]["total_s"], 2)
+        print(f"\ntime growth {b}/{a} (x{b // a} rows): " + ", ".join(f"{k} x{v}" for k, v in growth[f'{b}/{a}'].items()))
+    report = {"bench": "curation", "machine": f"CPU ({os.cpu_count()} cores, {platform.machine()})",
+              "loadavg": os.getloadavg(), "results": results, "growth": growth}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

