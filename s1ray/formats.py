@@ -15,6 +15,9 @@ Two formats ship:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 
 @dataclass(frozen=True)
@@ -70,3 +73,13 @@ def get_format(name: str) -> ReasoningFormat:
         raise ValueError(
             f"format: unknown reasoning format {name!r}; expected one of {sorted(FORMATS)}"
         ) from None
+
+
+def _check_format_name(name: str) -> str:
+    if name not in FORMATS:
+        raise ValueError(f"unknown reasoning format {name!r}; expected one of {sorted(FORMATS)}")
+    return name
+
+
+# A config field holding a format's name, validated on load (shared by every job's config).
+FormatName = Annotated[str, AfterValidator(_check_format_name)]

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from s1ray.config import S1Config
 from s1ray.engine.budget import BudgetError, ThinkingBudget
 from s1ray.engine.control import check_method
-from s1ray.formats import FORMATS
+from s1ray.formats import FORMATS, FormatName
 
 
 class EngineConfig(S1Config):
@@ -18,7 +18,7 @@ class EngineConfig(S1Config):
 
     model: str = Field(description="HF model name or local path")
     tokenizer: str | None = Field(None, description="defaults to model")
-    format: str = Field("s1", description="reasoning format: s1 or think-tags")
+    format: FormatName = Field("s1", description="reasoning format: s1 or think-tags")
     dtype: str = "bfloat16"
     max_model_len: int = Field(4096, gt=0)
     tensor_parallel_size: int = Field(1, ge=1)
@@ -31,13 +31,6 @@ class EngineConfig(S1Config):
         2, gt=0, description="VLLM_CPU_KVCACHE_SPACE on the CPU build (ignored on GPU)"
     )
     extra_engine_args: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("format")
-    @classmethod
-    def _known_format(cls, v: str) -> str:
-        if v not in FORMATS:
-            raise ValueError(f"unknown reasoning format {v!r}; expected one of {sorted(FORMATS)}")
-        return v
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from s1ray.config import S1Config
 from s1ray.engine.control import METHODS
 from s1ray.engine.types import EngineConfig
-from s1ray.formats import FORMATS
+from s1ray.formats import FormatName
 
 
 class BudgetSpec(S1Config):
@@ -109,7 +109,7 @@ class EvalConfig(S1Config):
     seed: int = 0
     max_answer_tokens: int = Field(512, ge=1)
     concurrency: int = Field(64, ge=1, description="requests in flight (all engines together)")
-    reasoning_format: str | None = None
+    reasoning_format: FormatName | None = None
     continuation: str | None = None
     grade_workers: int = Field(
         0, ge=0, description="grading processes; 0: in the driver, between requests (cheapest on few cores)"
@@ -142,13 +142,6 @@ class EvalConfig(S1Config):
         if any(n < 1 for n in v):
             raise ValueError("every n must be >= 1")
         return sorted(set(v))
-
-    @field_validator("reasoning_format")
-    @classmethod
-    def _format(cls, v: str | None) -> str | None:
-        if v is not None and v not in FORMATS:
-            raise ValueError(f"unknown reasoning format {v!r}; expected one of {sorted(FORMATS)}")
-        return v
 
     @model_validator(mode="after")
     def _check(self) -> "EvalConfig":

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from s1ray.config import S1Config
-from s1ray.formats import FORMATS
+from s1ray.formats import FormatName
 
 
 class DatasetConfig(S1Config):
@@ -82,7 +82,7 @@ class TrainConfig(S1Config):
     # -- model and text --------------------------------------------------------------------
     model: str = Field(description="HF model name or local path")
     tokenizer: str | None = Field(None, description="defaults to model")
-    format: str = Field("s1", description="reasoning format: s1 or think-tags (s1ray/formats.py)")
+    format: FormatName = Field("s1", description="reasoning format: s1 or think-tags (s1ray/formats.py)")
     system_prompt: str | None = Field(None, description="None: the chat template's default system turn")
     answer_prefix: str | None = Field(
         None,
@@ -144,13 +144,6 @@ class TrainConfig(S1Config):
 
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     fault_injection: FaultInjection | None = Field(None, description="TEST-ONLY (see FaultInjection)")
-
-    @field_validator("format")
-    @classmethod
-    def _known_format(cls, v: str) -> str:
-        if v not in FORMATS:
-            raise ValueError(f"unknown reasoning format {v!r}; expected one of {sorted(FORMATS)}")
-        return v
 
     @field_validator("adam_betas")
     @classmethod
