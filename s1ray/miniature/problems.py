@@ -4,8 +4,11 @@ Pure and seeded. Each domain is a small modular map applied k times to a start v
 teacher's thinking writes one numbered step per application and the answer is the last value:
 
 * ``affine3`` -- x -> 3x + 1 (mod 10): "Apply affine3 4 times to 7." thinking "1:7>2 2:2>7 3:7>2 4:2>7"
-* ``affine7`` -- x -> 7x + 3 (mod 10)
-* ``shift4``  -- x -> x + 4 (mod 10), a running modular sum
+* ``affine7``, ``affine9`` -- x -> 7x + 3, 9x + 2 (mod 10)
+* ``shift4``, ``shift7`` -- x -> x + 4, x + 7 (mod 10): running modular sums
+* ``square`` -- x -> x^2 + 1 (mod 10)
+
+6 maps x 12 step counts x 10 start values = 720 distinct problems, one in five held out.
 
 Every step depends only on the previous value (a 10-entry table a tiny model can learn) and the
 step counter says when to stop, so the answer is only known once thinking has run all k steps:
@@ -16,6 +19,7 @@ miniature's accuracy-vs-budget curve rise for real. Difficulty = k.
 from __future__ import annotations
 
 import random
+import zlib
 from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
@@ -33,7 +37,10 @@ class Problem:
 MAPS = {
     "affine3": lambda x: (3 * x + 1) % 10,
     "affine7": lambda x: (7 * x + 3) % 10,
+    "affine9": lambda x: (9 * x + 2) % 10,
     "shift4": lambda x: (x + 4) % 10,
+    "shift7": lambda x: (x + 7) % 10,
+    "square": lambda x: (x * x + 1) % 10,
 }
 DOMAINS = tuple(MAPS)
 
@@ -47,15 +54,26 @@ def _apply(domain: str, start: int, steps: int) -> tuple[str, list[str], str]:
     return f"Apply {domain} {steps} times to {start}.", lines, str(x)
 
 
-def make_pool(n: int, seed: int = 0, max_steps: int = 8) -> list[Problem]:
-    """``n`` problems spread over the domains, 1..max_steps steps, start values 0..9."""
+def is_heldout(domain: str, steps: int, start: int) -> bool:
+    """One problem in five is reserved for evaluation: never in a training pool, whatever
+    curation then selects (a stable hash, so pools of any size and seed agree)."""
+    return zlib.crc32(f"{domain}|{steps}|{start}".encode()) % 5 == 0
+
+
+def make_pool(n: int, seed: int = 0, max_steps: int = 12) -> list[Problem]:
+    """``n`` training problems spread over the domains, 1..max_steps steps, start values 0..9
+    (held-out problems excluded)."""
     rng = random.Random(seed)
     out = []
-    for i in range(n):
+    i = 0
+    while len(out) < n:
         domain = DOMAINS[i % len(DOMAINS)]
         steps, start = rng.randint(1, max_steps), rng.randint(0, 9)
+        i += 1
+        if is_heldout(domain, steps, start):
+            continue
         q, _, ans = _apply(domain, start, steps)
-        out.append(Problem(id=f"mini-{seed}-{i:06d}", source=domain, question=q, answer=ans, steps=steps))
+        out.append(Problem(id=f"mini-{seed}-{len(out):06d}", source=domain, question=q, answer=ans, steps=steps))
     return out
 
 
@@ -69,6 +87,20 @@ def _replay(problem: Problem) -> tuple[str, list[str], str]:
     # The question states domain, steps and start: regenerate the working from it.
     start = int(problem.question.rsplit(" ", 1)[1].rstrip("."))
     return _apply(problem.source, start, problem.steps)
+
+
+def heldout_problems(max_steps: int = 12) -> list[Problem]:
+    """Every held-out problem once (see :func:`is_heldout`)."""
+    out = []
+    for domain in DOMAINS:
+        for steps in range(1, max_steps + 1):
+            for start in range(10):
+                if not is_heldout(domain, steps, start):
+                    continue
+                q, _, ans = _apply(domain, start, steps)
+                out.append(Problem(id=f"mini-all-{domain}-{steps}-{start}", source=domain, question=q,
+                                   answer=ans, steps=steps))
+    return out
 
 
 def weak_solver(problem: Problem) -> str | None:

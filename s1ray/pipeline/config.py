@@ -1,0 +1,68 @@
+"""``PipelineConfig``: one YAML that chains the stages (configs/pipeline/*.yaml).
+
+Each stage's own typed config sits in its section, exactly as its job would read it; the
+pipeline only wires outputs to inputs (curated dataset -> SFT data, exported model -> eval and
+Serve) and records per-stage completion so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from s1ray.config import S1Config
+from s1ray.curation.config import CurationConfig
+from s1ray.eval.config import EvalConfig
+from s1ray.serve.config import ServeConfig
+from s1ray.traces.config import TracesConfig
+from s1ray.train.config import TrainConfig
+
+Stage = Literal["base_model", "candidates", "traces", "solver", "curation", "heldout", "train", "eval", "serve"]
+
+
+class BaseModelConfig(S1Config):
+    """Miniature only: SFT starts from a tiny model made from scratch (no hub)."""
+
+    seed: int = 0
+    hidden_size: int = Field(128, ge=64)
+    num_hidden_layers: int = Field(2, ge=1)
+    max_position_embeddings: int = Field(512, ge=128)
+
+
+class HeldoutConfig(S1Config):
+    """Miniature only: evaluation problems the curated training set does not contain."""
+
+    n: int = Field(60, ge=1)
+    seed: int = 0
+    min_steps: int = Field(1, ge=1)
+
+
+class PipelineConfig(S1Config):
+    name: str
+    work_dir: str = "runs/pipeline/{name}"
+    stages: list[Stage] = Field(min_length=1)
+    base_model: BaseModelConfig | None = None
+    traces: TracesConfig | None = None
+    solver: TracesConfig | None = None
+    curation: CurationConfig | None = None
+    heldout: HeldoutConfig | None = None
+    train: TrainConfig | None = None
+    eval: EvalConfig | None = None
+    eval_untrained: bool = Field(False, description="also evaluate the model SFT started from")
+    serve: ServeConfig | None = None
+
+    @model_validator(mode="after")
+    def _sections_present(self) -> "PipelineConfig":
+        for stage in self.stages:
+            section = "curation" if stage == "candidates" else stage
+            if getattr(self, section) is None and stage not in ("base_model", "heldout"):
+                raise ValueError(f"stage {stage!r} is listed in stages but section {stage!r} is missing")
+        if "base_model" in self.stages and self.base_model is None:
+            self.base_model = BaseModelConfig()
+        if "heldout" in self.stages and self.heldout is None:
+            self.heldout = HeldoutConfig()
+        return self
+
+    def resolved_work_dir(self) -> str:
+        return self.work_dir.format(name=self.name)

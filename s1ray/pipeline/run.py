@@ -1,0 +1,234 @@
+"""Run the pipeline's stages in order, each resumable, with wall time recorded per stage.
+
+A stage is done when ``<work_dir>/stages/<stage>.json`` exists with the same config hash; the
+marker is written atomically after the stage returns. Sub-jobs resume on their own as well
+(trace shards, curation stages, SFT checkpoints, evaluation samples), so an interrupted stage
+picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from s1ray.pipeline.config import PipelineConfig
+
+
+def _atomic_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class PipelineRunner:
+    def __init__(self, cfg: PipelineConfig, echo: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.echo = echo
+        self.work = Path(cfg.resolved_work_dir()).resolve()
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.summary: dict[str, Any] = {"name": cfg.name, "work_dir": str(self.work), "stages": {}}
+
+    # -- paths wired between stages ----------------------------------------------------------
+    @property
+    def base_model_dir(self) -> Path:
+        return self.work / "base_model"
+
+    @property
+    def curated_path(self) -> Path:
+        return self.work / "curation" / "dataset" / "s1k.parquet"  # curation's export layout
+
+    @property
+    def heldout_path(self) -> Path:
+        return self.work / "heldout.jsonl"
+
+    @property
+    def candidates_path(self) -> Path:
+        return self.work / "curation" / "stages" / "dedupe" / "questions.parquet"  # curation's layout
+
+    def curation_cfg(self, until: str | None = None):
+        c = self.cfg.curation.model_copy(deep=True)
+        c.output_dir = str(self.work / "curation")
+        c.until = until
+        # Trace and solver inputs may name the pipeline's own outputs as "{work_dir}/traces".
+        for inp in [*c.quality.traces, *c.difficulty.solvers]:
+            if isinstance(getattr(inp, "path", None), str):
+                inp.path = inp.path.replace("{work_dir}", str(self.work))
+        return c
+
+    def traces_cfg(self, which: str):
+        t = getattr(self.cfg, which).model_copy(deep=True)
+        if "candidates" in self.cfg.stages:
+            t.input.path = str(self.candidates_path)
+        t.output_dir = str(self.work / which)
+        return t
+
+    def train_cfg(self):
+        t = self.cfg.train.model_copy(deep=True)
+        if "base_model" in self.cfg.stages:
+            t.model = str(self.base_model_dir)
+        if "curation" in self.cfg.stages:
+            t.dataset.source = str(self.curated_path)
+        t.storage_path = str(self.work / "train")
+        t.export_dir = str(self.work / "model")
+        return t
+
+    def eval_cfg(self, model: str, tag: str):
+        e = self.cfg.eval.model_copy(deep=True)
+        if e.engine is not None:
+            e.engine.model = model
+        if "heldout" in self.cfg.stages:
+            e.datasets = [d.model_copy(update={"path": str(self.heldout_path)}) if d.name == "heldout" else d
+                          for d in e.datasets]
+        e.name = tag
+        e.output_dir = str(self.work / tag)
+        return e
+
+    # -- stages ------------------------------------------------------------------------------
+    def _base_model(self) -> dict:
+        from s1ray.tiny_model import TinyModelSpec, make_tiny_model
+
+        b = self.cfg.base_model
+        spec = TinyModelSpec(hidden_size=b.hidden_size, intermediate_size=2 * b.hidden_size,
+                             num_hidden_layers=b.num_hidden_layers, num_attention_heads=b.hidden_size // 64,
+                             num_key_value_heads=b.hidden_size // 64, max_position_embeddings=b.max_position_embeddings)
+        make_tiny_model(self.base_model_dir, seed=b.seed, spec=spec)
+        return {"model": str(self.base_model_dir)}
+
+    def _candidates(self) -> dict:
+        """Curation up to dedupe/decontamination: the questions traces and solvers run on."""
+        from s1ray.curation.pipeline import run_curation
+
+        res = run_curation(self.curation_cfg(until="dedupe"))
+        return {"questions": str(self.candidates_path), "executed": res.executed}
+
+    def _traces(self) -> dict:
+        from s1ray.traces.job import run_traces
+
+        return _jsonable(run_traces(self.traces_cfg("traces")))
+
+    def _solver(self) -> dict:
+        from s1ray.traces.job import run_traces
+
+        return _jsonable(run_traces(self.traces_cfg("solver")))
+
+    def _curation(self) -> dict:
+        from s1ray.curation.pipeline import run_curation
+
+        res = run_curation(self.curation_cfg())
+        return {"final_rows": res.final_rows, "dataset_dir": res.dataset_dir, "report_dir": res.report_dir,
+                "stages": {k: {kk: v.get(kk) for kk in ("rows_in", "rows_out") if kk in v} for k, v in res.stages.items()}}
+
+    def _heldout(self) -> dict:
+        """A seeded sample of the miniature's held-out problems (never in a training pool);
+        checked against the curated set all the same."""
+        import pyarrow.parquet as pq
+
+        from s1ray.miniature.problems import heldout_problems
+
+        h = self.cfg.heldout
+        seen: set[str] = set()
+        curated = self.curated_path
+        if curated.exists():
+            seen = set(pq.read_table(curated, columns=["question"]).column("question").to_pylist())
+        pool = [p for p in heldout_problems() if p.steps >= h.min_steps]
+        if any(p.question in seen for p in pool):
+            raise RuntimeError("heldout: a held-out problem is in the curated training set")
+        rows = random.Random(h.seed).sample(pool, min(h.n, len(pool)))
+        tmp = self.heldout_path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps({"id": p.id, "question": p.question, "answer": p.answer,
+                                           "steps": p.steps, "source": p.source}) + "\n" for p in rows))
+        os.replace(tmp, self.heldout_path)
+        return {"rows": len(rows), "excluded_curated": len(seen)}
+
+    def _train(self) -> dict:
+        from s1ray.train.trainer import run
+
+        res = run(self.train_cfg(), echo=self.echo)
+        return {"export_dir": res.export_dir, "metrics": {k: v for k, v in res.metrics.items()
+                                                         if isinstance(v, (int, float, str))},
+                "data": res.data_stats}
+
+    def _eval(self) -> dict:
+        from s1ray.eval.sweep import run_sweep
+
+        model = str(self.work / "model") if "train" in self.cfg.stages else self.cfg.eval.engine.model
+        out = {"trained": _sweep_summary(run_sweep(self.eval_cfg(model, "eval")))}
+        if self.cfg.eval_untrained:
+            base = str(self.base_model_dir) if "base_model" in self.cfg.stages else self.cfg.train.model
+            out["untrained"] = _sweep_summary(run_sweep(self.eval_cfg(base, "eval_untrained")))
+        return out
+
+    def _serve(self) -> dict:
+        """Start the Serve app on the trained model, answer one request, shut it down."""
+        import httpx
+        from ray import serve
+
+        from s1ray.serve.app import build_app
+
+        s = self.cfg.serve.model_copy(deep=True)
+        if "train" in self.cfg.stages:
+            s.engine.model = str(self.work / "model")
+        serve.start(http_options={"host": "127.0.0.1", "port": 8000})
+        serve.run(build_app(s), name="s1ray", route_prefix="/")
+        try:
+            r = httpx.post("http://127.0.0.1:8000/v1/chat/completions", timeout=300, json={
+                "model": s.model_name, "messages": [{"role": "user", "content": "Apply shift4 3 times to 1."}],
+                "max_thinking_tokens": 64, "max_tokens": 8})
+            r.raise_for_status()
+            msg = r.json()["choices"][0]["message"]
+            return {"answer": msg["content"], "reasoning": msg["reasoning_content"]}
+        finally:
+            serve.shutdown()
+
+    # -- driver ------------------------------------------------------------------------------
+    def stage_config(self, stage: str) -> Any:
+        section = getattr(self.cfg, "curation" if stage == "candidates" else stage, None)
+        return section.model_dump() if section is not None else None
+
+    def run(self) -> dict[str, Any]:
+        upstream = ""
+        for stage in self.cfg.stages:
+            marker = self.work / "stages" / f"{stage}.json"
+            # Chained: a stage reruns when its own config or any earlier stage changed.
+            h = upstream = _hash({"stage": stage, "config": self.stage_config(stage), "upstream": upstream})
+            if marker.exists() and json.loads(marker.read_text()).get("hash") == h:
+                done = json.loads(marker.read_text())
+                self.echo(f"[pipeline] {stage}: done earlier ({done['wall_s']:.1f} s), skipped")
+                self.summary["stages"][stage] = {**done, "skipped": True}
+                continue
+            self.echo(f"[pipeline] {stage}: running")
+            t = time.perf_counter()
+            result = getattr(self, f"_{stage}")()
+            wall = time.perf_counter() - t
+            record = {"hash": h, "wall_s": wall, "result": result}
+            _atomic_json(marker, record)
+            self.summary["stages"][stage] = record
+            self.echo(f"[pipeline] {stage}: done in {wall:.1f} s")
+        _atomic_json(self.work / "summary.json", self.summary)
+        return self.summary
+
+
+def _jsonable(obj: Any) -> dict:
+    from dataclasses import asdict, is_dataclass
+
+    d = asdict(obj) if is_dataclass(obj) else dict(obj)
+    return json.loads(json.dumps(d, default=str))
+
+
+def _sweep_summary(res) -> dict:
+    return {
+        "output_dir": str(res.output_dir), "generated": res.generated, "failed": res.failed,
+        "tokens_per_s": res.tokens_per_s, "points": res.point_rows, "methods": res.method_rows,
+        "files": {k: str(v) for k, v in res.files.items()},
+    }

@@ -1,0 +1,66 @@
+"""s1 in miniature, end to end on the CPU: curation -> SFT (Ray Train + DeepSpeed) -> budget
+forcing sweep on held-out problems -> Serve. Real Ray, DeepSpeed and vLLM throughout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.vllm]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def miniature(tmp_path_factory):
+    from s1ray.config import load_config
+    from s1ray.pipeline.config import PipelineConfig
+    from s1ray.pipeline.run import PipelineRunner
+
+    work = tmp_path_factory.mktemp("miniature")
+    cfg = load_config(PipelineConfig, ROOT / "configs/pipeline/miniature.yaml", [f"work_dir={work}"])
+    runner = PipelineRunner(cfg)
+    summary = runner.run()
+    return runner, summary, work
+
+
+def test_every_stage_ran_and_counts_are_consistent(miniature):
+    runner, summary, work = miniature
+    assert list(summary["stages"]) == ["base_model", "curation", "heldout", "train", "eval", "serve"]
+    cur = summary["stages"]["curation"]["result"]
+    stages = cur["stages"]
+    names = list(stages)
+    for a, b in zip(names, names[1:]):
+        assert stages[a]["rows_out"] == stages[b]["rows_in"], (a, b)
+    assert cur["final_rows"] == 400
+    import pyarrow.parquet as pq
+
+    curated = pq.read_table(runner.curated_path)
+    assert curated.num_rows == 400
+    heldout = [json.loads(line) for line in runner.heldout_path.read_text().splitlines()]
+    assert len(heldout) == 60
+    assert not {h["question"] for h in heldout} & set(curated.column("question").to_pylist())
+    train = summary["stages"]["train"]["result"]
+    assert train["data"]["kept"] == 400
+    assert (work / "model" / "config.json").exists()
+    ev = summary["stages"]["eval"]["result"]
+    for side in ("trained", "untrained"):
+        out = Path(ev[side]["output_dir"])
+        for f in ("samples.jsonl", "metrics.md", "metrics.csv", "accuracy_vs_thinking.png"):
+            assert (out / f).exists(), (side, f)
+        assert ev[side]["failed"] == 0
+    assert summary["stages"]["serve"]["result"]["answer"] is not None
+
+
+def test_trained_beats_untrained_and_accuracy_rises_with_budget(miniature):
+    _, summary, _ = miniature
+    ev = summary["stages"]["eval"]["result"]
+    trained = sorted(ev["trained"]["points"], key=lambda p: p["max_thinking_tokens"])
+    untrained = sorted(ev["untrained"]["points"], key=lambda p: p["max_thinking_tokens"])
+    assert trained[-1]["accuracy"] > untrained[-1]["accuracy"] + 0.2, (trained, untrained)
+    # Accuracy at the largest budget exceeds accuracy at the smallest: thinking helps.
+    assert trained[-1]["accuracy"] > trained[0]["accuracy"] + 0.2
+    control = [m for m in ev["trained"]["methods"] if m["method"] == "budget_forcing"][0]
+    assert control["control"] == 1.0
