@@ -1,0 +1,250 @@
+"""Sharded, resumable output: ``<output_dir>/shard-NNNNN.{parquet,jsonl}`` + ``manifest.json``.
+
+* A shard is written to a temporary file in the same directory and ``os.replace``-d into
+  place, so no reader ever sees half a shard.
+* A shard is *done* only once ``manifest.json`` lists it; the manifest is itself replaced
+  atomically after each shard. A crash between the two leaves an unlisted shard file, which
+  is ignored (and overwritten by the next run's shard of that number).
+* A rerun reads the ``(id, sample_index)`` keys of the listed shards and generates only the
+  rest; :func:`read_traces` returns the rows of the listed shards.
+* The manifest records the generation fingerprint (teacher, prompt, sampling, format, student
+  tokenizer); a rerun with a different one is refused rather than mixing two teachers' traces.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from s1ray.traces.records import TRACE_COLUMNS, Key, unit_key
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+class OutputMismatch(ValueError):
+    """output_dir holds traces made with another generation setup."""
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by the ``fail_after_shards`` testing hook."""
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` then ``os.replace(tmp, path)``; the temp file is removed on failure."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n"))
+
+
+def arrow_schema():
+    import pyarrow as pa
+
+    return pa.schema([(name, getattr(pa, t)()) for name, t in TRACE_COLUMNS.items()])
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]], fmt: str) -> None:
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows, schema=arrow_schema()), path)
+    else:
+        with path.open("w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps({c: r.get(c) for c in TRACE_COLUMNS}, ensure_ascii=False) + "\n")
+
+
+def read_shard(path: Path, columns: list[str] | None = None) -> list[dict[str, Any]]:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path, columns=columns).to_pylist()
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                rows.append({c: r.get(c) for c in columns} if columns else r)
+    return rows
+
+
+def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
+    p = Path(out_dir) / MANIFEST
+    if not p.exists():
+        return None
+    m = json.loads(p.read_text())
+    if m.get("version") != MANIFEST_VERSION:
+        raise OutputMismatch(f"{p}: manifest version {m.get('version')!r}, expected {MANIFEST_VERSION}")
+    return m
+
+
+def completed_shards(out_dir: str | Path) -> list[Path]:
+    m = read_manifest(out_dir)
+    return [Path(out_dir) / s["file"] for s in (m or {}).get("shards", [])]
+
+
+def done_keys(out_dir: str | Path) -> set[Key]:
+    keys: set[Key] = set()
+    for p in completed_shards(out_dir):
+        keys.update(unit_key(r) for r in read_shard(p, ["id", "sample_index"]))
+    return keys
+
+
+def read_traces(out_dir: str | Path) -> list[dict[str, Any]]:
+    """Every row of the completed shards, in shard order."""
+    rows: list[dict[str, Any]] = []
+    for p in completed_shards(out_dir):
+        rows.extend(read_shard(p))
+    return rows
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out.extend(_diff(va, vb, f"{prefix}{k}."))
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+    return out
+
+
+class ShardWriter:
+    """Buffers finished rows and writes them ``shard_size`` at a time (see the module docstring).
+
+    ``add`` ignores a key that is already done or already added in this run (Ray Data retries
+    a failed task's whole block; the driver keeps the first copy). Until some row of this run
+    has succeeded, a full shard of errors is *not* written: :class:`AllRowsFailed` is raised
+    instead, so a job that fails wholesale (bad key, dead endpoint) exits non-zero and its rows
+    stay pending for the rerun rather than being recorded as done.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        fmt: str,
+        shard_size: int,
+        generation: dict[str, Any],
+        name: str = "traces",
+        fail_after_shards: int | None = None,
+        on_shard: Callable[[dict[str, Any]], None] | None = None,
+    ):
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.dir.glob(".*.tmp-*"):  # a crashed run's temp files: never done
+            stale.unlink(missing_ok=True)
+        self.fmt = fmt
+        self.shard_size = shard_size
+        self.fail_after_shards = fail_after_shards
+        self.on_shard = on_shard
+        m = read_manifest(self.dir)
+        if m is None:
+            m = {"version": MANIFEST_VERSION, "name": name, "created": _now(), "generation": generation,
+                 "shards": [], "rows": 0, "errors": 0}
+        elif m.get("generation") != generation:
+            diff = _diff(m.get("generation") or {}, generation)
+            raise OutputMismatch(
+                f"{self.dir} holds traces from another setup ({'; '.join(diff[:5])}); "
+                "use a new output_dir (or delete this one) to generate with this config"
+            )
+        self.manifest = m
+        self.done: set[Key] = done_keys(self.dir)
+        self.buffer: list[dict[str, Any]] = []
+        self.seen: set[Key] = set()
+        self.duplicates = 0
+        self.rows_ok = 0
+        self.rows_err = 0
+        self.shards_written = 0
+        self.rows_written = 0
+
+    def add(self, row: dict[str, Any]) -> bool:
+        key = unit_key(row)
+        if key in self.done or key in self.seen:
+            self.duplicates += 1
+            return False
+        self.seen.add(key)
+        if row.get("error") is None:
+            self.rows_ok += 1
+        else:
+            self.rows_err += 1
+        self.buffer.append(row)
+        if len(self.buffer) >= self.shard_size:
+            self.flush()
+        return True
+
+    def extend(self, rows: Iterable[dict[str, Any]]) -> None:
+        for r in rows:
+            self.add(r)
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        rows, self.buffer = self.buffer, []
+        errors = sum(r.get("error") is not None for r in rows)
+        if self.rows_ok == 0 and errors == len(rows):
+            raise AllRowsFailed(rows)
+        index = len(self.manifest["shards"])
+        name = f"shard-{index:05d}.{self.fmt}"
+        atomic_write(self.dir / name, lambda p: _write_rows(p, rows, self.fmt))
+        entry = {"file": name, "rows": len(rows), "errors": errors, "created": _now()}
+        m = dict(self.manifest)
+        m["shards"] = [*m["shards"], entry]
+        m["rows"] = m.get("rows", 0) + len(rows)
+        m["errors"] = m.get("errors", 0) + errors
+        m["updated"] = _now()
+        write_json_atomic(self.dir / MANIFEST, m)  # from here on, the shard is done
+        self.manifest = m
+        self.done.update(unit_key(r) for r in rows)
+        self.shards_written += 1
+        self.rows_written += len(rows)
+        if self.on_shard:
+            self.on_shard(entry)
+        if self.fail_after_shards is not None and self.shards_written >= self.fail_after_shards:
+            raise InjectedFailure(f"fail_after_shards={self.fail_after_shards}: stopping after shard {name}")
+
+
+class AllRowsFailed(RuntimeError):
+    """Every row of this run failed so far: a permanent failure of the job, not of rows."""
+
+    def __init__(self, rows: list[dict[str, Any]]):
+        self.rows = rows
+        errs: dict[str, int] = {}
+        for r in rows:
+            e = str(r.get("error"))[:300]
+            errs[e] = errs.get(e, 0) + 1
+        top = sorted(errs.items(), key=lambda kv: -kv[1])[:3]
+        detail = "; ".join(f"{n}x {e}" for e, n in top)
+        super().__init__(f"all {len(rows)} rows failed, none succeeded (nothing recorded; a rerun retries them): {detail}")
