@@ -24,7 +24,10 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+
 from typing import Any
+
+from s1ray.fsutil import fsync_dir
 
 MARKER = "_SUCCESS.json"
 
@@ -84,24 +87,11 @@ class StageStore:
                   "config": config, "inputs": inputs}
         (tmp / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True, default=str) + "\n")
         replace_dir(tmp, self.dir(stage))
-        _fsync_dir(self.dir(stage).parent)
+        fsync_dir(self.dir(stage).parent)
         return marker
 
     def abort(self, tmp: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

@@ -18,8 +18,10 @@ import json
 import os
 import uuid
 from pathlib import Path
+
 from typing import Any, Callable, Iterable
 
+from s1ray.fsutil import fsync_dir
 from s1ray.traces.records import TRACE_COLUMNS, Key, unit_key
 
 MANIFEST = "manifest.json"
@@ -38,19 +40,6 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """``write(tmp)`` then ``os.replace(tmp, path)``; the temp file is removed on failure."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -62,7 +51,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
