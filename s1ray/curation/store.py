@@ -24,7 +24,6 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-
 from typing import Any
 
 from s1ray.fsutil import fsync_dir

@@ -18,7 +18,6 @@ import json
 import os
 import uuid
 from pathlib import Path
-
 from typing import Any, Callable, Iterable
 
 from s1ray.fsutil import fsync_dir
