@@ -170,9 +170,10 @@ TRACE_FEATURES = pa.schema([("id", _S), ("input_index", _I), ("sample_index", _I
 def _token_counter(tokenizer: str | None) -> Callable[[str], int]:
     if not tokenizer:
         return F.approx_tokens
-    from s1ray.curation.tokens import student_token_counter
+    # The trace job's counter: one tokenizer load per process, the same counting rule.
+    from s1ray.traces.records import token_counter
 
-    return student_token_counter(tokenizer)
+    return token_counter(tokenizer)
 
 
 def _trace_features_batch(batch: pa.Table, patterns: list[dict], drop_truncated: bool, drop_empty_attempt: bool,

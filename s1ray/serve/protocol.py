@@ -162,50 +162,36 @@ def _finish(r: GenerationResult) -> str:
     return "stop" if r.finish_reason == "stop" else "length"
 
 
-def chat_response(model: str, results: list[GenerationResult], vote: dict | None = None) -> dict[str, Any]:
+def _response(kind: str, model: str, results: list[GenerationResult], vote: dict | None) -> dict[str, Any]:
+    """A non-streaming chat (``kind="chat"``) or text completion body, one choice per result."""
+    choices = []
+    for i, r in enumerate(results):
+        choice: dict[str, Any] = {"index": i}
+        if kind == "chat":
+            choice["message"] = {"role": "assistant", "content": r.answer, "reasoning_content": r.thinking}
+        else:
+            choice.update(text=r.answer, reasoning_content=r.thinking, logprobs=None)
+        choice.update(finish_reason=_finish(r), s1ray=s1ray_fields(r))
+        choices.append(choice)
     body = {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
+        "id": f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}",
+        "object": "chat.completion" if kind == "chat" else "text_completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": r.answer, "reasoning_content": r.thinking},
-                "finish_reason": _finish(r),
-                "s1ray": s1ray_fields(r),
-            }
-            for i, r in enumerate(results)
-        ],
+        "choices": choices,
         "usage": usage(results),
     }
     if vote is not None:
         body["s1ray_vote"] = vote
     return body
+
+
+def chat_response(model: str, results: list[GenerationResult], vote: dict | None = None) -> dict[str, Any]:
+    return _response("chat", model, results, vote)
 
 
 def completion_response(model: str, results: list[GenerationResult], vote: dict | None = None) -> dict[str, Any]:
-    body = {
-        "id": f"cmpl-{uuid.uuid4().hex}",
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": i,
-                "text": r.answer,
-                "reasoning_content": r.thinking,
-                "logprobs": None,
-                "finish_reason": _finish(r),
-                "s1ray": s1ray_fields(r),
-            }
-            for i, r in enumerate(results)
-        ],
-        "usage": usage(results),
-    }
-    if vote is not None:
-        body["s1ray_vote"] = vote
-    return body
+    return _response("completions", model, results, vote)
 
 
 def chat_chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict:
