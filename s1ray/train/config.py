@@ -132,7 +132,10 @@ class TrainConfig(S1Config):
     )
 
     # -- checkpoints and failures ----------------------------------------------------------
-    checkpoint_every_steps: int | None = Field(None, ge=1, description="also checkpoint every N steps (always: each epoch)")
+    checkpoint_every_steps: int | None = Field(None, ge=1, description="also checkpoint every N steps")
+    checkpoint_each_epoch: bool = Field(
+        True, description="checkpoint at each epoch's end (off for many tiny epochs, e.g. the miniature)"
+    )
     keep_checkpoints: int = Field(2, ge=1, description="checkpoints Ray Train keeps")
     async_checkpoint_upload: bool = Field(
         False, description="upload checkpoints to storage in the background (Ray's ASYNC mode) while training goes on"

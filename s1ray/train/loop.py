@@ -419,7 +419,8 @@ def train_func(loop_config: dict[str, Any]) -> None:
                 sink.log(metrics)
         _maybe_inject_fault(cfg, step_done, rank)
         every = cfg.checkpoint_every_steps
-        if (every and step_done % every == 0) or step_done % spe == 0 or step_done == total:
+        epoch_end = cfg.checkpoint_each_epoch and step_done % spe == 0
+        if (every and step_done % every == 0) or epoch_end or step_done == total:
             save_and_report(step_done, metrics)
         else:
             ray.train.report(metrics)
