@@ -23,8 +23,13 @@ def miniature(tmp_path_factory):
     work = tmp_path_factory.mktemp("miniature")
     cfg = load_config(PipelineConfig, ROOT / "configs/pipeline/miniature.yaml", [f"work_dir={work}"])
     runner = PipelineRunner(cfg)
-    summary = runner.run()
-    return runner, summary, work
+    try:
+        summary = runner.run()
+        yield runner, summary, work
+    finally:
+        import ray
+
+        ray.shutdown()  # the stages started a local Ray; later test modules start their own
 
 
 def test_every_stage_ran_and_counts_are_consistent(miniature):
