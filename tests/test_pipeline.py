@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-# The whole miniature (SFT included) runs in the module fixture: ~10-15 min on 2 quiet cores.
+# The whole miniature (SFT included) runs in the module fixture: ~20 min on 2 quiet cores.
 pytestmark = [pytest.mark.ray, pytest.mark.vllm, pytest.mark.timeout(2700)]
 
 ROOT = Path(__file__).resolve().parents[1]
