@@ -318,6 +318,18 @@ def _questions_file(kept: Path, out: Path) -> None:
 
 
 # ------------------------------------------------------------------------------- the driver side
+def _load_hf(spec, **load_kwargs):
+    """An HF dataset from a ``save_to_disk`` directory or the hub (``spec``: path, config, split,
+    revision), as one split."""
+    import datasets
+
+    p = Path(spec.path)
+    if p.is_dir():
+        hf = datasets.load_from_disk(str(p))
+        return hf[spec.split] if isinstance(hf, datasets.DatasetDict) else hf
+    return datasets.load_dataset(spec.path, spec.config, split=spec.split, revision=spec.revision, **load_kwargs)
+
+
 class _Writer:
     """Streams annotated batches into ``kept/`` and ``rejects/`` parquet files (new file every
     ``rows_per_file`` rows, so the next stage reads them with that many parallel tasks)."""
@@ -522,16 +534,7 @@ class Pipeline:
                 r["metadata"] = json.dumps(r["metadata"])
             return ray.data.from_items(recs, override_num_blocks=self._blocks(len(recs)))
         if src.kind == "hf":
-            import datasets
-
-            p = Path(src.path)
-            if p.is_dir():
-                hf = datasets.load_from_disk(str(p))
-                if isinstance(hf, datasets.DatasetDict):
-                    hf = hf[src.split]
-            else:
-                hf = datasets.load_dataset(src.path, src.config, split=src.split, revision=src.revision,
-                                           data_files=src.data_files)
+            hf = _load_hf(src, data_files=src.data_files)
             if src.filter:
                 flt = d["filter"]
                 hf = hf.filter(lambda r: S.record_matches(r, flt))
@@ -609,17 +612,9 @@ class Pipeline:
         return w.close()
 
     def _hf_dataset(self, spec):
-        import datasets
         import ray.data
 
-        p = Path(spec.path)
-        if p.is_dir():
-            hf = datasets.load_from_disk(str(p))
-            if isinstance(hf, datasets.DatasetDict):
-                hf = hf[spec.split]
-        else:
-            hf = datasets.load_dataset(spec.path, spec.config, split=spec.split, revision=spec.revision)
-        return ray.data.from_huggingface(hf)
+        return ray.data.from_huggingface(_load_hf(spec))
 
     def _trace_dataset(self, spec, index: int):
         import ray.data
