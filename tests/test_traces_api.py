@@ -346,6 +346,33 @@ def test_resume_generates_only_missing_shards(tmp_path, tiny_model_dir):
         assert len(read_traces(cfg.output_dir)) == 30
 
 
+def test_rerun_with_retry_errors_regenerates_only_the_failed_rows(tmp_path, tiny_model_dir):
+    qs = write_questions(tmp_path / "questions.jsonl", 8)
+    with FakeOpenAI({qs[2]: ["500"], qs[5]: ["400"]}) as srv:
+        cfg = api_config(tmp_path, srv.base_url, tiny_model_dir, shard_size=3, **{"teacher.max_retries": 1})
+        first = run_traces(cfg)
+        assert (first.generated, first.errors) == (8, 2)
+        order = [r["id"] for r in read_traces(cfg.output_dir)]
+
+        srv.reset()
+        srv.plan = {}  # the endpoint has recovered
+        assert run_traces(cfg).generated == 0 and srv.total == 0  # by default an error row is done
+
+        retry = api_config(tmp_path, srv.base_url, tiny_model_dir, shard_size=3, retry_errors=True)
+        res = run_traces(retry)
+        assert (res.already_done, res.generated, res.errors) == (6, 2, 0)
+        assert dict(srv.hits) == {qs[2]: 1, qs[5]: 1}  # only the failed rows were asked again
+        rows = read_traces(cfg.output_dir)
+        assert [r["id"] for r in rows] == order  # each key once, in its original place
+        assert all(r["error"] is None for r in rows)
+        m = read_manifest(cfg.output_dir)
+        assert (m["rows"], m["errors"], m["superseded"]) == (8, 0, 2)
+        assert len(m["shards"]) == 4  # 3 + 3 + 2, then the retried rows in a new shard
+
+        srv.reset()
+        assert run_traces(retry).generated == 0 and srv.total == 0  # nothing failed is left
+
+
 def test_resume_refuses_another_setup(tmp_path, tiny_model_dir):
     write_questions(tmp_path / "questions.jsonl", 2)
     with FakeOpenAI() as srv:

@@ -57,6 +57,7 @@ def runs(tiny_model_dir, tmp_path_factory):
         zero_stage=3,
         bf16=True,
         max_failures=1,
+        logging={"report_every": 5},  # reports at steps 3, 4, 6, 8 (checkpoints) and 5
         torch_extensions_dir=os.environ["TORCH_EXTENSIONS_DIR"],
     )
     marker = tmp / "fault.marker"
@@ -80,6 +81,9 @@ def test_loss_decreases_and_metrics_are_reported(runs):
     for k in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu"):
         assert m[k] > 0, k
     assert m["peak_source"] == "assumed"
+    # the last report (step 8) covers the steps since the step-6 checkpoint's report
+    assert m["window_steps"] == 2 and m["window_loss"] == pytest.approx(sum(losses[-2:]) / 2)
+    assert m["window_tokens_per_s"] > 0
     lrs = [h["lr"] for h in hist]
     assert lrs[0] == 0.0 and lrs[1] == pytest.approx(1e-3) and all(a > b for a, b in zip(lrs[1:], lrs[2:]))
     assert clean.data_stats["kept"] == 16 and clean.data_stats["overlong"] == 0

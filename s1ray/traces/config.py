@@ -220,6 +220,9 @@ class TracesConfig(S1Config):
     max_error_fraction: float = Field(
         1.0, ge=0, le=1, description="exit non-zero if more of this run's rows failed (all failing always does)"
     )
+    retry_errors: bool = Field(
+        False, description="a rerun also regenerates rows recorded with an error (the new row supersedes the old)"
+    )
     progress_interval_s: float = Field(10.0, gt=0)
     ray: RayInitConfig = Field(default_factory=RayInitConfig)
     fail_after_shards: int | None = Field(

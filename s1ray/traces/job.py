@@ -8,7 +8,8 @@ Progress (rows done / total, errors, rows/s, output tokens/s, ETA) is logged eve
 
 Failure policy:
 
-* a row that fails is written with its ``error`` (after retries, for API teachers);
+* a row that fails is written with its ``error`` (after retries, for API teachers); a rerun
+  with ``retry_errors: true`` generates it again and the new row supersedes it;
 * a job in which *every* row fails (bad key, dead endpoint, engine that cannot start) raises
   :class:`TracesJobError` -- those rows are not recorded, so a rerun retries them;
 * more than ``max_error_fraction`` of this run's rows failing also raises (rows are kept);
@@ -176,13 +177,14 @@ def run_traces(cfg: TracesConfig, *, transport=None, on_row=None) -> TracesResul
     questions = read_questions(cfg.input)
     units = make_units(questions, cfg.samples_per_question)
     writer = ShardWriter(cfg.output_dir, cfg.output_format, cfg.shard_size, cfg.generation_fingerprint(),
-                         name=cfg.name, fail_after_shards=cfg.fail_after_shards,
+                         name=cfg.name, fail_after_shards=cfg.fail_after_shards, retry_errors=cfg.retry_errors,
                          on_shard=lambda e: log.info("traces: wrote %s (%d rows, %d errors)",
                                                      e["file"], e["rows"], e["errors"]))
     pending = [u for u in units if unit_key(u) not in writer.done]
-    log.info("traces: %d questions x %d samples = %d rows; %d already done, %d to generate -> %s",
+    retried = sum(unit_key(u) in writer.key_errors for u in pending)
+    log.info("traces: %d questions x %d samples = %d rows; %d already done, %d to generate%s -> %s",
              len(questions), cfg.samples_per_question, len(units), len(units) - len(pending),
-             len(pending), cfg.output_dir)
+             len(pending), f" ({retried} retried errors)" if retried else "", cfg.output_dir)
     progress = Progress(len(units), len(units) - len(pending), cfg.progress_interval_s)
     examples: list[str] = []
 

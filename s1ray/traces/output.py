@@ -7,6 +7,9 @@
   is ignored (and overwritten by the next run's shard of that number).
 * A rerun reads the ``(id, sample_index)`` keys of the listed shards and generates only the
   rest; :func:`read_traces` returns the rows of the listed shards.
+* With ``retry_errors`` a rerun also regenerates the keys whose row holds an ``error``; the new
+  row goes into a new shard and *supersedes* the old one (the later shard wins), so
+  :func:`read_traces` still returns every key exactly once and old shards are never rewritten.
 * The manifest records the generation fingerprint (teacher, prompt, sampling, format, student
   tokenizer); a rerun with a different one is refused rather than mixing two teachers' traces.
 """
@@ -104,19 +107,28 @@ def completed_shards(out_dir: str | Path) -> list[Path]:
     return [Path(out_dir) / s["file"] for s in (m or {}).get("shards", [])]
 
 
-def done_keys(out_dir: str | Path) -> set[Key]:
-    keys: set[Key] = set()
+def key_errors(out_dir: str | Path) -> dict[Key, bool]:
+    """Each recorded key -> whether its current (latest) row is an error."""
+    state: dict[Key, bool] = {}
     for p in completed_shards(out_dir):
-        keys.update(unit_key(r) for r in read_shard(p, ["id", "sample_index"]))
-    return keys
+        for r in read_shard(p, ["id", "sample_index", "error"]):
+            state[unit_key(r)] = r.get("error") is not None
+    return state
+
+
+def done_keys(out_dir: str | Path, retry_errors: bool = False) -> set[Key]:
+    """Keys a rerun skips: every recorded key, or with ``retry_errors`` only the successful ones."""
+    return {k for k, err in key_errors(out_dir).items() if not (retry_errors and err)}
 
 
 def read_traces(out_dir: str | Path) -> list[dict[str, Any]]:
-    """Every row of the completed shards, in shard order."""
-    rows: list[dict[str, Any]] = []
+    """Every key's current row, in the order keys were first written (a retried key's later
+    row replaces its earlier error row in place)."""
+    rows: dict[Key, dict[str, Any]] = {}
     for p in completed_shards(out_dir):
-        rows.extend(read_shard(p))
-    return rows
+        for r in read_shard(p):
+            rows[unit_key(r)] = r
+    return list(rows.values())
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
@@ -132,6 +144,10 @@ def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
 
 class ShardWriter:
     """Buffers finished rows and writes them ``shard_size`` at a time (see the module docstring).
+
+    ``retry_errors``: keys whose recorded row is an error are not done; their new rows
+    supersede the old ones (manifest ``rows``/``errors`` count each key once, by its latest row;
+    ``superseded`` counts the replaced rows).
 
     ``add`` ignores a key that is already done or already added in this run (Ray Data retries
     a failed task's whole block; the driver keeps the first copy). Until some row of this run
@@ -149,6 +165,7 @@ class ShardWriter:
         name: str = "traces",
         fail_after_shards: int | None = None,
         on_shard: Callable[[dict[str, Any]], None] | None = None,
+        retry_errors: bool = False,
     ):
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +186,8 @@ class ShardWriter:
                 "use a new output_dir (or delete this one) to generate with this config"
             )
         self.manifest = m
-        self.done: set[Key] = done_keys(self.dir)
+        self.key_errors: dict[Key, bool] = key_errors(self.dir)
+        self.done: set[Key] = {k for k, err in self.key_errors.items() if not (retry_errors and err)}
         self.buffer: list[dict[str, Any]] = []
         self.seen: set[Key] = set()
         self.duplicates = 0
@@ -210,11 +228,17 @@ class ShardWriter:
         entry = {"file": name, "rows": len(rows), "errors": errors, "created": _now()}
         m = dict(self.manifest)
         m["shards"] = [*m["shards"], entry]
-        m["rows"] = m.get("rows", 0) + len(rows)
-        m["errors"] = m.get("errors", 0) + errors
+        state = dict(self.key_errors)
+        superseded = sum(unit_key(r) in state for r in rows)  # retried keys (retry_errors)
+        state.update((unit_key(r), r.get("error") is not None) for r in rows)
+        m["rows"] = len(state)
+        m["errors"] = sum(state.values())
+        if superseded or m.get("superseded"):
+            m["superseded"] = m.get("superseded", 0) + superseded
         m["updated"] = _now()
         write_json_atomic(self.dir / MANIFEST, m)  # from here on, the shard is done
         self.manifest = m
+        self.key_errors = state
         self.done.update(unit_key(r) for r in rows)
         self.shards_written += 1
         self.rows_written += len(rows)

@@ -14,7 +14,8 @@ Each worker (one data-parallel rank; one GPU, or one CPU process in tests):
    so the loader continues exactly where the checkpoint was taken, with no replay;
 4. per step: forward/backward every micro-batch with the global-token-mean loss
    (:mod:`s1ray.train.modeling`), then ``ray.train.report`` of loss, lr, grad norm, tokens/s, MFU
-   (every rank calls report each step; Ray keeps rank 0's metrics);
+   every ``logging.report_every`` steps (every rank calls it on the same steps; Ray keeps rank
+   0's metrics), with window means since the last report;
 5. checkpoints every ``checkpoint_every_steps``, at each epoch end and at the end: every rank
    ``engine.save_checkpoint`` into a local temp dir, rank 0 adds the meta, every rank its
    completion marker (last), then ``ray.train.report(metrics, checkpoint=...)``;
@@ -326,6 +327,7 @@ def train_func(loop_config: dict[str, Any]) -> None:
     peak, peak_source = peak_tflops(cfg.peak_tflops, cfg.use_gpu)
     sink = MetricsSink(cfg) if rank == 0 and (cfg.logging.wandb or cfg.logging.mlflow) else None
     metrics: dict[str, Any] = {}
+    window = {"steps": 0, "loss": 0.0, "tokens": 0, "t0": time.perf_counter()}  # since the last report
 
     def save_and_report(step_done: int, metrics: dict[str, Any]) -> None:
         from ray.train import CheckpointUploadMode
@@ -418,12 +420,23 @@ def train_func(loop_config: dict[str, Any]) -> None:
             if sink is not None:
                 sink.log(metrics)
         _maybe_inject_fault(cfg, step_done, rank)
+        window["steps"] += 1
+        window["loss"] += metrics["loss"]
+        window["tokens"] += int(tokens)
         every = cfg.checkpoint_every_steps
         epoch_end = cfg.checkpoint_each_epoch and step_done % spe == 0
-        if (every and step_done % every == 0) or epoch_end or step_done == total:
-            save_and_report(step_done, metrics)
-        else:
-            ray.train.report(metrics)
+        checkpoint_now = (every and step_done % every == 0) or epoch_end or step_done == total
+        if checkpoint_now or step_done % cfg.logging.report_every == 0:
+            wall = time.perf_counter() - window["t0"]
+            metrics["window_steps"] = window["steps"]
+            metrics["window_loss"] = window["loss"] / window["steps"]
+            # wall-clock throughput over the window: includes the reports and checkpoints
+            metrics["window_tokens_per_s"] = window["tokens"] / max(wall, 1e-9)
+            if checkpoint_now:
+                save_and_report(step_done, metrics)
+            else:
+                ray.train.report(metrics)
+            window = {"steps": 0, "loss": 0.0, "tokens": 0, "t0": time.perf_counter()}
 
     if not metrics and rank == 0:
         print(f"[s1ray.train] run already complete at step {start}/{total}", flush=True)
