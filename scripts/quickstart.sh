@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up and run the embedded default on a CPU, no network: s1 in miniature
-# (curation -> SFT with Ray Train + DeepSpeed -> budget-forcing sweep -> Serve), ~20-25 min on 2 cores.
+# (curation -> SFT with Ray Train + DeepSpeed -> budget-forcing sweep -> Serve), ~5 min on 2 cores after the install.
 # Results: runs/pipeline/miniature/eval/{metrics.md,accuracy_vs_thinking.png}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
