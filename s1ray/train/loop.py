@@ -39,7 +39,8 @@ from s1ray.train.config import TrainConfig
 
 
 # Per-step metrics kept in every checkpoint's meta (the run's full curve travels with it).
-HISTORY_KEYS = ("step", "loss", "lr", "grad_norm", "tokens", "padding_fraction", "step_time_s", "tokens_per_s", "mfu")
+HISTORY_KEYS = ("step", "loss", "lr", "grad_norm", "tokens", "padding_fraction", "step_time_s", "tokens_per_s", "mfu",
+                "time")
 
 
 # -- DeepSpeed config and schedule (pure) -----------------------------------------------------
@@ -407,6 +408,7 @@ def train_func(loop_config: dict[str, Any]) -> None:
             "peak_tflops": peak,
             "peak_source": peak_source,
             "total_steps": total,
+            "time": time.time(),  # wall clock at the step's end (history: wall-clock throughput)
         }
         history.append({k: metrics[k] for k in HISTORY_KEYS})
         if rank == 0:
