@@ -326,7 +326,12 @@ def _load_hf(spec, **load_kwargs):
     p = Path(spec.path)
     if p.is_dir():
         hf = datasets.load_from_disk(str(p))
-        return hf[spec.split] if isinstance(hf, datasets.DatasetDict) else hf
+        if not isinstance(hf, datasets.DatasetDict):
+            return hf
+        if spec.split not in hf:
+            raise CurationError(f"{spec.path}: split {spec.split!r} not found (the saved dataset has "
+                                f"{sorted(hf)}); set `split`")
+        return hf[spec.split]
     return datasets.load_dataset(spec.path, spec.config, split=spec.split, revision=spec.revision, **load_kwargs)
 
 
