@@ -47,7 +47,7 @@ def questions(n: int) -> list[dict]:
 def engine_kwargs(args, model: str) -> dict:
     eager = args.enforce_eager if args.enforce_eager is not None else not has_cuda()
     return dict(model=model, max_model_len=args.max_model_len, dtype=args.dtype, enforce_eager=eager,
-                enable_prefix_caching=True, tensor_parallel_size=1)
+                enable_prefix_caching=True, tensor_parallel_size=1, **json.loads(args.engine_kwargs))
 
 
 def traces_config(args, model: str, qfile: Path, out: Path):
@@ -62,8 +62,10 @@ def traces_config(args, model: str, qfile: Path, out: Path):
         f"teacher.dtype={ek['dtype']}", f"teacher.enforce_eager={str(ek['enforce_eager']).lower()}",
         f"teacher.batch_size={args.batch_size}", f"teacher.max_concurrent_batches={args.max_concurrent_batches}",
         "teacher.cpu_kv_cache_gib=1", "teacher.cpu_engine_num_cpus=0.5", "teacher.map_num_cpus=0.25",
+        *([f"teacher.map_concurrency={args.map_concurrency}"] if args.map_concurrency else []),
         f"sampling.max_tokens={args.max_tokens}", "sampling.temperature=0", "sampling.extra={ignore_eos: true}",
         "reasoning_format=none", f"shard_size={args.rows}", "progress_interval_s=10",
+        f"teacher.engine_kwargs={args.engine_kwargs}",
     ]
     if not cuda:
         over += ["ray.num_cpus=2", "ray.object_store_memory_mb=512"]
@@ -122,6 +124,9 @@ def main() -> int:
     p.add_argument("--max-tokens", type=int, default=None, help="tokens per row (default 256; --quick 128)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-concurrent-batches", type=int, default=8)
+    p.add_argument("--map-concurrency", type=int, default=None, help="teacher.map_concurrency of the Ray Data side")
+    p.add_argument("--engine-kwargs", default="{}", help='extra vLLM engine args for both sides, JSON '
+                   '(e.g. \'{"distributed_executor_backend": "mp"}\')')
     p.add_argument("--phase", choices=["direct"], help=argparse_hidden())
     p.add_argument("--model-path", help=argparse_hidden())
     p.add_argument("--questions", help=argparse_hidden())
@@ -145,7 +150,8 @@ def main() -> int:
     cmd = [sys.executable, __file__, "--phase", "direct", "--model-path", model, "--questions", str(qfile),
            "--result", str(result), "--rows", str(args.rows), "--max-tokens", str(args.max_tokens),
            "--max-model-len", str(args.max_model_len), "--dtype", args.dtype,
-           "--batch-size", str(args.batch_size), "--max-concurrent-batches", str(args.max_concurrent_batches)]
+           "--batch-size", str(args.batch_size), "--max-concurrent-batches", str(args.max_concurrent_batches),
+           "--engine-kwargs", args.engine_kwargs]
     if args.enforce_eager is not None:
         cmd.append("--enforce-eager" if args.enforce_eager else "--no-enforce-eager")
     with Timer() as t:

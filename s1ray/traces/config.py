@@ -127,6 +127,10 @@ class LocalTeacher(S1Config):
         "machine must still fit the pre/postprocess tasks)"
     )
     map_num_cpus: float = Field(0.25, gt=0, description="CPUs per pre/postprocess task")
+    map_concurrency: int | None = Field(
+        None, ge=1, description="at most this many pre/postprocess tasks at once (None: 1 with CPU "
+        "engines, whose cores the tasks would otherwise take; as many as the CPUs allow with GPUs)"
+    )
     cpu_kv_cache_gib: int = Field(2, gt=0, description="VLLM_CPU_KVCACHE_SPACE on CPU engines")
     accelerator_type: str | None = Field(None, description="e.g. H100 (GPU clusters)")
     log_engine_metrics: bool = Field(False, description="export vLLM metrics to Ray's Prometheus endpoint")

@@ -25,7 +25,8 @@ The pipeline is Ray's own processor, built by ``build_processor(vLLMEngineProces
   for a GPU -- and every other stage fractional CPUs, so 2 cores do not deadlock.
 * **postprocess** splits thinking/answer, counts tokens with the student tokenizer (cached per
   worker process), extracts the answer. Rows that failed bypass Ray's postprocess; the
-  "finish errors" map turns them into output rows with ``error`` set.
+  "finish errors" map turns them into output rows with ``error`` set. With CPU engines these
+  tasks run one at a time (``map_concurrency``), so they do not take the engine's cores.
 
 **Final outputs only.** Ray 2.60's vLLM stage submits requests with vLLM's default
 ``RequestOutputKind.CUMULATIVE``, so the engine builds a cumulative output (token list and
@@ -246,6 +247,13 @@ def build_dataset(units: list[dict[str, Any]], cfg, device: str):
     tokenizer = t.tokenizer or t.model
     common = dict(teacher_model=t.label, reasoning_format=cfg.reasoning_format,
                   thinking_open=cfg.prompt.opens_thinking)
+    map_kwargs: dict[str, Any] = {"num_cpus": t.map_num_cpus}
+    # With a CPU engine every other process competes for its cores; each extra task process also
+    # imports transformers and loads the tokenizers (seconds of CPU). One task at a time: 0.67x
+    # -> 0.97x of the raw engine's tokens/s in bench/bench_traces.py on 2 cores.
+    concurrency = t.map_concurrency or (1 if device == "cpu" else None)
+    if concurrency:
+        map_kwargs["compute"] = ray.data.TaskPoolStrategy(size=concurrency)
     processor = build_processor(
         processor_config(cfg, device),
         preprocess=functools.partial(_preprocess, tokenizer=tokenizer, prompt=cfg.prompt,
@@ -255,8 +263,8 @@ def build_dataset(units: list[dict[str, Any]], cfg, device: str):
                                       tokenizer=tokenizer,
                                       max_tokens=cfg.sampling.max_tokens, max_model_len=t.max_model_len,
                                       eos=frozenset(eos_token_ids(tokenizer, t.model))),
-        preprocess_map_kwargs={"num_cpus": t.map_num_cpus},
-        postprocess_map_kwargs={"num_cpus": t.map_num_cpus},
+        preprocess_map_kwargs=map_kwargs,
+        postprocess_map_kwargs=map_kwargs,
     )
     if t.final_outputs_only:
         _use_final_outputs_only(processor)
@@ -265,7 +273,7 @@ def build_dataset(units: list[dict[str, Any]], cfg, device: str):
     blocks = max(1, min(len(units), math.ceil(len(units) / (4 * t.batch_size))))
     ds = ray.data.from_items(units, override_num_blocks=blocks)
     ds = processor(ds)
-    return ds.map(functools.partial(_finish_errors, common=common), num_cpus=t.map_num_cpus)
+    return ds.map(functools.partial(_finish_errors, common=common), **map_kwargs)
 
 
 class EngineUnavailable(RuntimeError):
