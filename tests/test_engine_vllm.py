@@ -203,3 +203,45 @@ def test_many_concurrent_seeded_requests_keep_the_engine_alive(engine, loop):
     assert sum(r.prompt_tokens for r in results) > 4096
     assert all(0 <= r.thinking_tokens <= 8 and r.answer_tokens >= 0 for r in results)
     loop.run(engine.check_health())
+
+
+EXIT_PROBE = '''
+import asyncio, sys
+from s1ray.engine.types import EngineConfig
+from s1ray.engine.vllm_engine import BudgetEngine
+
+KEEP = []
+
+
+async def main(model):
+    cfg = EngineConfig(model=model, max_model_len=512, enforce_eager=True, cpu_kv_cache_gib=1)
+    a = await BudgetEngine.create(cfg)
+    raw = a.engine
+    a.shutdown()
+    cyc = {"engine": raw}
+    cyc["self"] = cyc  # the shut-down AsyncLLM lives on in a cycle, collected only at exit
+    KEEP.append(cyc)
+    KEEP.append(await BudgetEngine.create(cfg))  # never shut down by its owner
+    print("PROBE-DONE", flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1]))
+'''
+
+
+def test_interpreter_exit_is_clean_with_engines_left_over(tiny_model_dir, tmp_path):
+    """Regression: AsyncLLM.__del__ running during interpreter finalization raised a TypeError,
+    and printing it once deadlocked on the import lock -- pytest hung after its summary line.
+    Engines alive at exit are shut down by an atexit hook, shut-down ones have a no-op __del__."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "exit_probe.py"
+    script.write_text(EXIT_PROBE)
+    out = subprocess.run([sys.executable, str(script), tiny_model_dir], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
+    assert "PROBE-DONE" in out.stdout, out.stderr[-3000:]
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Exception ignored" not in out.stderr and "AsyncLLM.__del__" not in out.stderr, out.stderr[-3000:]

@@ -18,8 +18,10 @@ model never "tries to stop"), so rounds + prefix caching is the default.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
@@ -66,6 +68,7 @@ class BudgetEngine:
     def __init__(self, cfg: EngineConfig, engine, planner: RequestPlanner):
         self.cfg = cfg
         self.engine = engine
+        _LIVE.add(self)
         self.planner = planner
         self.tokenizer = planner.tokenizer
         self.format_ids = planner.format_ids
@@ -115,8 +118,9 @@ class BudgetEngine:
 
     def shutdown(self) -> None:
         if self.engine is not None:
-            self.engine.shutdown()
-            self.engine = None  # drop it now: AsyncLLM.__del__ at interpreter exit fails noisily
+            engine, self.engine = self.engine, None
+            engine.shutdown()
+            _disarm_del(engine)
 
     async def check_health(self) -> None:
         """Raises if the engine is dead (Serve's health check relies on this)."""
@@ -292,3 +296,37 @@ class BudgetEngine:
         answers = [extract_answer(s.answer) or (s.answer.strip() or None) for s in samples]
         vote = majority_vote(answers)
         return VoteOutcome(vote.answer, vote.distribution, list(samples), answers)
+
+
+# -- interpreter exit -----------------------------------------------------------------------------
+# AsyncLLM.__del__ calls shutdown() again. When the object is only collected during interpreter
+# finalization, that call fails (module globals already gone) and printing the error imports
+# ``io`` -- which can deadlock on the import lock against a thread still running, hanging the
+# process after all its work is done (seen: pytest after its summary line). So: shut down every
+# live engine at exit, while the interpreter is whole, and make __del__ a no-op once shut down.
+_LIVE: "weakref.WeakSet[BudgetEngine]" = weakref.WeakSet()
+_DISARMED: dict[type, type] = {}
+
+
+def _disarm_del(llm) -> None:
+    """Swap ``llm``'s class for a subclass whose ``__del__`` does nothing (it is shut down)."""
+    cls = type(llm)
+    if getattr(cls, "_s1ray_disarmed", False):
+        return
+    sub = _DISARMED.get(cls)
+    if sub is None:
+        sub = _DISARMED[cls] = type(f"ShutDown{cls.__name__}", (cls,), {"__del__": lambda self: None, "_s1ray_disarmed": True})
+    try:
+        llm.__class__ = sub
+    except TypeError:  # an engine type whose layout forbids it: leave its __del__ alone
+        pass
+
+
+@atexit.register
+def _shutdown_live_engines() -> None:
+    for eng in list(_LIVE):
+        try:
+            eng.shutdown()
+        except Exception:  # noqa: BLE001 -- best effort at exit
+            pass
+
