@@ -328,7 +328,8 @@ def train_func(loop_config: dict[str, Any]) -> None:
     peak, peak_source = peak_tflops(cfg.peak_tflops, cfg.use_gpu)
     sink = MetricsSink(cfg) if rank == 0 and (cfg.logging.wandb or cfg.logging.mlflow) else None
     metrics: dict[str, Any] = {}
-    window = {"steps": 0, "loss": 0.0, "tokens": 0, "t0": time.perf_counter()}  # since the last report
+    # The report window -- steps since the last report -- is the tail of ``history`` from here.
+    window_start, window_t0 = len(history), time.time()
 
     def save_and_report(step_done: int, metrics: dict[str, Any]) -> None:
         from ray.train import CheckpointUploadMode
@@ -422,23 +423,21 @@ def train_func(loop_config: dict[str, Any]) -> None:
             if sink is not None:
                 sink.log(metrics)
         _maybe_inject_fault(cfg, step_done, rank)
-        window["steps"] += 1
-        window["loss"] += metrics["loss"]
-        window["tokens"] += int(tokens)
         every = cfg.checkpoint_every_steps
         epoch_end = cfg.checkpoint_each_epoch and step_done % spe == 0
         checkpoint_now = (every and step_done % every == 0) or epoch_end or step_done == total
         if checkpoint_now or step_done % cfg.logging.report_every == 0:
-            wall = time.perf_counter() - window["t0"]
-            metrics["window_steps"] = window["steps"]
-            metrics["window_loss"] = window["loss"] / window["steps"]
-            # wall-clock throughput over the window: includes the reports and checkpoints
-            metrics["window_tokens_per_s"] = window["tokens"] / max(wall, 1e-9)
+            win = history[window_start:]
+            metrics["window_steps"] = len(win)
+            metrics["window_loss"] = sum(h["loss"] for h in win) / len(win)
+            # wall clock from the previous reported step's end (or the loop's start) to this
+            # step's end: the previous report or checkpoint counts against the window
+            metrics["window_tokens_per_s"] = sum(h["tokens"] for h in win) / max(metrics["time"] - window_t0, 1e-9)
             if checkpoint_now:
                 save_and_report(step_done, metrics)
             else:
                 ray.train.report(metrics)
-            window = {"steps": 0, "loss": 0.0, "tokens": 0, "t0": time.perf_counter()}
+            window_start, window_t0 = len(history), metrics["time"]
 
     if not metrics and rank == 0:
         print(f"[s1ray.train] run already complete at step {start}/{total}", flush=True)
