@@ -311,11 +311,9 @@ _DISARMED: dict[type, type] = {}
 def _disarm_del(llm) -> None:
     """Swap ``llm``'s class for a subclass whose ``__del__`` does nothing (it is shut down)."""
     cls = type(llm)
-    if getattr(cls, "_s1ray_disarmed", False):
-        return
     sub = _DISARMED.get(cls)
     if sub is None:
-        sub = _DISARMED[cls] = type(f"ShutDown{cls.__name__}", (cls,), {"__del__": lambda self: None, "_s1ray_disarmed": True})
+        sub = _DISARMED[cls] = type(f"ShutDown{cls.__name__}", (cls,), {"__del__": lambda self: None})
     try:
         llm.__class__ = sub
     except TypeError:  # an engine type whose layout forbids it: leave its __del__ alone
@@ -329,4 +327,3 @@ def _shutdown_live_engines() -> None:
             eng.shutdown()
         except Exception:  # noqa: BLE001 -- best effort at exit
             pass
-

@@ -116,9 +116,14 @@ def key_errors(out_dir: str | Path) -> dict[Key, bool]:
     return state
 
 
+def skipped_keys(state: dict[Key, bool], retry_errors: bool) -> set[Key]:
+    """Keys a rerun skips (``state``: :func:`key_errors`): every recorded key, or with
+    ``retry_errors`` only the successful ones."""
+    return {k for k, err in state.items() if not (retry_errors and err)}
+
+
 def done_keys(out_dir: str | Path, retry_errors: bool = False) -> set[Key]:
-    """Keys a rerun skips: every recorded key, or with ``retry_errors`` only the successful ones."""
-    return {k for k, err in key_errors(out_dir).items() if not (retry_errors and err)}
+    return skipped_keys(key_errors(out_dir), retry_errors)
 
 
 def read_traces(out_dir: str | Path) -> list[dict[str, Any]]:
@@ -187,7 +192,7 @@ class ShardWriter:
             )
         self.manifest = m
         self.key_errors: dict[Key, bool] = key_errors(self.dir)
-        self.done: set[Key] = {k for k, err in self.key_errors.items() if not (retry_errors and err)}
+        self.done: set[Key] = skipped_keys(self.key_errors, retry_errors)
         self.buffer: list[dict[str, Any]] = []
         self.seen: set[Key] = set()
         self.duplicates = 0
