@@ -28,6 +28,13 @@ class S1Config(BaseModel):
 C = TypeVar("C", bound=BaseModel)
 
 
+def check_unique_names(names: list[str], what: str) -> None:
+    """Raise ``ValueError`` naming the repeated ``names`` (``what``: e.g. "source")."""
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"{what} names are repeated: {dup}")
+
+
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     lines = []
     for e in err.errors():

@@ -58,3 +58,17 @@ def test_missing_required_field_and_file(tmp_path):
     bad.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(EngineConfig, bad)
+
+
+def test_repeated_names_are_named():
+    from pydantic import ValidationError
+
+    from s1ray.config import check_unique_names
+    from s1ray.curation.config import PatternConfig, QualityConfig
+
+    check_unique_names(["a", "b"], "source")  # distinct: fine
+    with pytest.raises(ValueError, match=r"source names are repeated: \['a', 'c'\]"):
+        check_unique_names(["a", "b", "a", "c", "c"], "source")
+    p = PatternConfig(name="x", pattern="y", fields=["question"])
+    with pytest.raises(ValidationError, match=r"pattern names are repeated: \['x'\]"):
+        QualityConfig(patterns=[p, p])

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from s1ray.config import S1Config
+from s1ray.config import S1Config, check_unique_names
 from s1ray.data.schema import QUESTION_FIELDS
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -257,10 +257,7 @@ class QualityConfig(S1Config):
     @field_validator("patterns")
     @classmethod
     def _unique(cls, v: list[PatternConfig]) -> list[PatternConfig]:
-        names = [p.name for p in v]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"duplicate pattern name(s) {dup}")
+        check_unique_names([p.name for p in v], "pattern")
         return v
 
 
@@ -327,9 +324,7 @@ class DifficultyConfig(S1Config):
     @field_validator("solvers")
     @classmethod
     def _unique(cls, v: list) -> list:
-        names = [s.name for s in v]
-        if len(set(names)) != len(names):
-            raise ValueError(f"solver names must be unique, got {names}")
+        check_unique_names([s.name for s in v], "solver")
         return v
 
 
@@ -409,9 +404,7 @@ class CurationConfig(S1Config):
     @field_validator("sources")
     @classmethod
     def _unique_names(cls, v: list) -> list:
-        names = [s.name for s in v]
-        if len(set(names)) != len(names):
-            raise ValueError(f"source names must be unique, got {names}")
+        check_unique_names([s.name for s in v], "source")
         return v
 
     @model_validator(mode="after")

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from s1ray.config import S1Config
+from s1ray.config import S1Config, check_unique_names
 from s1ray.engine.control import METHODS
 from s1ray.engine.types import EngineConfig
 from s1ray.formats import FormatName
@@ -150,9 +150,7 @@ class EvalConfig(S1Config):
         unknown = [m for m in self.method_budgets if m not in self.methods]
         if unknown:
             raise ValueError(f"method_budgets names method(s) not in `methods`: {unknown}")
-        names = [d.name for d in self.datasets]
-        if len(set(names)) != len(names):
-            raise ValueError("dataset names are repeated")
+        check_unique_names([d.name for d in self.datasets], "dataset")
         needs_max = {"token_conditional", "step_conditional", "rejection_sampling"}
         for m in self.methods:
             if m in needs_max and any(b.max is None for b in self.budgets_for(m)):
