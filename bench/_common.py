@@ -172,6 +172,27 @@ class Timer:
         self.s = time.perf_counter() - self.t0
 
 
+def wait_for_engine_exit(timeout_s: float = 120.0) -> float:
+    """Wait until no vLLM engine process (``VLLM::EngineCore``/``VLLM::Worker``) is left.
+
+    A Ray actor's engine processes outlive ``ray.shutdown()`` by seconds (they notice their
+    parent is gone and exit), and a spinning worker takes a core from whatever is measured
+    next. Returns the seconds waited.
+    """
+    import psutil
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout_s:
+        left = []
+        for p in psutil.process_iter(["name"]):
+            if (p.info["name"] or "").startswith("VLLM::"):
+                left.append(p)
+        if not left:
+            break
+        psutil.wait_procs(left, timeout=1.0)
+    return time.perf_counter() - t0
+
+
 def ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 

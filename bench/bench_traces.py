@@ -32,7 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import Timer, base_parser, device_name, has_cuda, ratio, resolve_model, table, write_json
+from _common import (Timer, base_parser, device_name, has_cuda, ratio, resolve_model, table,
+                     wait_for_engine_exit, write_json)
 
 QUESTIONS = [
     "What is {a} + {b}?", "Compute {a} * {b}.", "Is {a} a prime number?", "Solve x + {a} = {b}.",
@@ -67,7 +68,7 @@ def traces_config(args, model: str, qfile: Path, out: Path):
         *([f"teacher.max_pending_requests={args.max_pending}"] if args.max_pending else []),
         f"sampling.max_tokens={args.max_tokens}", "sampling.temperature=0", "sampling.extra={ignore_eos: true}",
         "reasoning_format=none", f"shard_size={args.rows}", "progress_interval_s=10",
-        f"teacher.engine_kwargs={args.engine_kwargs}",
+        f"teacher.engine_kwargs={args.engine_kwargs}", *args.ray_set,
     ]
     if not cuda:
         over += ["ray.num_cpus=2", "ray.object_store_memory_mb=512"]
@@ -130,6 +131,9 @@ def main() -> int:
     p.add_argument("--max-pending", type=int, default=None, help="teacher.max_pending_requests of the Ray Data side")
     p.add_argument("--engine-kwargs", default="{}", help='extra vLLM engine args for both sides, JSON '
                    '(e.g. \'{"distributed_executor_backend": "mp"}\')')
+    p.add_argument("--ray-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a dotted traces-config override for the Ray Data side only (repeatable), "
+                   "e.g. teacher.offline_batch_defaults=false")
     p.add_argument("--reps", type=int, default=None, help="alternations of the two sides, best of each "
                    "kept (default 3; --quick 1)")
     p.add_argument("--phase", choices=["direct"], help=argparse_hidden())
@@ -164,10 +168,14 @@ def main() -> int:
     # shared machine the neighbours' load only ever slows a run down.
     directs, rays = [], []
     for rep in range(args.reps):
+        waited = wait_for_engine_exit()  # the previous side's engine processes are gone
         with Timer() as t:
             subprocess.run(cmd, check=True, env=os.environ.copy())
         directs.append(json.loads(result.read_text()))
+        waited += wait_for_engine_exit()
         rays.append(run_ray(args, model, qfile))
+        if waited > 1:
+            print(f"(waited {waited:.0f} s for earlier engine processes to exit)", flush=True)
         print(f"rep {rep + 1}/{args.reps} ({t.s:.0f} s direct): output tok/s direct "
               f"{directs[-1]['tokens'] / directs[-1]['gen_s']:.0f}, ray data {rays[-1]['tokens'] / rays[-1]['gen_s']:.0f}",
               flush=True)

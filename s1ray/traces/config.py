@@ -145,6 +145,10 @@ class LocalTeacher(S1Config):
     final_outputs_only: bool = Field(
         True, description="ask vLLM for each request's final output only (Ray's stage streams cumulative ones)"
     )
+    offline_batch_defaults: bool = Field(
+        True, description="unset max_num_seqs/max_num_batched_tokens get vLLM's offline (vllm.LLM) "
+        "defaults for the engine's device -- Ray's stage otherwise gets vLLM's generic 128/2048"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "LocalTeacher":

@@ -28,14 +28,24 @@ The pipeline is Ray's own processor, built by ``build_processor(vLLMEngineProces
   "finish errors" map turns them into output rows with ``error`` set. With CPU engines these
   tasks run one at a time (``map_concurrency``), so they do not take the engine's cores.
 
-**Final outputs only.** Ray 2.60's vLLM stage submits requests with vLLM's default
-``RequestOutputKind.CUMULATIVE``, so the engine builds a cumulative output (token list and
-text) for every request at every step, only for the stage to keep the last one. With
-``teacher.final_outputs_only`` (default) the stage's UDF class is swapped for a subclass that
-sets ``FINAL_ONLY`` on each request's ``SamplingParams`` -- same stage, same actor pool, one
-field changed. Measured on the tiny CPU model (``AsyncLLM``, 1024 x 128 tokens): 10-30%
-more output tokens/s. It reaches into ``ray.llm._internal``; if that moves, the stock stage is
-used and a warning says so.
+**Two changes to Ray's vLLM stage**, made by swapping the stage's UDF class for a subclass
+(same stage, same actor pool). They reach into ``ray.llm._internal``; if that moves, the stock
+stage is used and a warning says so.
+
+* *Final outputs only*: Ray 2.60's stage submits requests with vLLM's default
+  ``RequestOutputKind.CUMULATIVE``, so the engine builds a cumulative output (token list and
+  text) for every request at every step, only for the stage to keep the last one. With
+  ``teacher.final_outputs_only`` (default) each request's ``SamplingParams`` says
+  ``FINAL_ONLY``. Measured on the tiny CPU model (``AsyncLLM``, 1024 x 128 tokens): 10-30%
+  more output tokens/s.
+* *Offline batch defaults*: the stage's ``AsyncLLM`` gets vLLM's generic scheduler defaults
+  (128 sequences, 2048 batched tokens) where ``vllm.LLM`` gets its offline ones (256/4096 on
+  CPU, 1024/16384 on an H100). With ``teacher.offline_batch_defaults`` (default) the engine
+  gets ``vllm.LLM``'s, read from vLLM's own table inside the actor (see
+  :func:`offline_batch_defaults`); ``engine_kwargs`` still override them.
+
+vLLM's periodic stats are off (``disable_log_stats``, as ``vllm.LLM`` has them) unless
+``teacher.log_engine_metrics`` exports them.
 
 ``finish_reason``: Ray's vLLM stage does not carry vLLM's finish reason, so it is inferred:
 ``length`` when the row used its whole ``max_tokens`` (or the context) and its last token is
@@ -70,6 +80,9 @@ def engine_kwargs(cfg, device: str) -> dict[str, Any]:
         dtype=t.dtype,
         enforce_eager=t.enforce_eager,
         enable_prefix_caching=t.enable_prefix_caching,
+        # vLLM's periodic stats cost the engine's frontend work on every step for every request
+        # (vllm.LLM turns them off too); Ray's metrics export needs them.
+        disable_log_stats=not t.log_engine_metrics,
     )
     if device == "cuda":
         kw["gpu_memory_utilization"] = t.gpu_memory_utilization
@@ -206,13 +219,52 @@ def _finish_errors(row: dict[str, Any], *, common: dict[str, Any]) -> dict:
     return {c: row.get(c) for c in TRACE_COLUMNS}
 
 
-def _final_only_udf():
-    """Ray's vLLM stage UDF, asking vLLM for final outputs only (see the module docstring)."""
+def offline_batch_defaults(engine_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """vLLM's *offline* scheduler defaults for this machine, for the args the user left unset.
+
+    Ray's stage builds its ``AsyncLLM`` with vLLM's default usage context (ENGINE_CONTEXT),
+    which has no entry in vLLM's per-device table and so gets the generic fallback:
+    ``max_num_seqs`` 128 and ``max_num_batched_tokens`` 2048 -- where ``vllm.LLM`` (LLM_CLASS)
+    gets 256/4096 on CPU and 1024/16384 on an H100. A trace job is offline batch inference, so
+    it gets ``vllm.LLM``'s numbers. Runs inside the engine actor: the table depends on the
+    device there, not on the driver's.
+    """
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.usage.usage_lib import UsageContext
+
+    world = int(engine_kwargs.get("tensor_parallel_size") or 1) * int(engine_kwargs.get("pipeline_parallel_size") or 1)
+    tokens, seqs = EngineArgs.get_batch_defaults(world)
+    scale = 2 if engine_kwargs.get("performance_mode") == "throughput" else 1  # as vLLM doubles them
+    out: dict[str, Any] = {}
+    if engine_kwargs.get("max_num_seqs") is None and UsageContext.LLM_CLASS in seqs:
+        out["max_num_seqs"] = seqs[UsageContext.LLM_CLASS] * scale
+    if engine_kwargs.get("max_num_batched_tokens") is None and UsageContext.LLM_CLASS in tokens:
+        n = tokens[UsageContext.LLM_CLASS] * scale
+        if engine_kwargs.get("enable_chunked_prefill") is False:
+            # Without chunked prefill a whole prompt must fit in one step (vLLM does the same).
+            n = max(n, int(engine_kwargs.get("max_model_len") or 0))
+        out["max_num_batched_tokens"] = n
+    return out
+
+
+def _engine_stage_udf(final_only: bool, offline_defaults: bool):
+    """Ray's vLLM stage UDF with s1ray's two changes (see the module docstring)."""
     from ray.llm._internal.batch.stages.vllm_engine_stage import vLLMEngineStageUDF
 
-    class FinalOnlyVLLMEngineStageUDF(vLLMEngineStageUDF):
+    class S1rayVLLMEngineStageUDF(vLLMEngineStageUDF):
+        def normalize_engine_kwargs(self, engine_kwargs):
+            kw = super().normalize_engine_kwargs(engine_kwargs)
+            if offline_defaults:
+                try:
+                    kw.update(offline_batch_defaults(kw))
+                except Exception as exc:  # noqa: BLE001 -- a vLLM internal moved: its own defaults
+                    log.warning("traces: cannot read vLLM's offline batch defaults (%s)", exc)
+            return kw
+
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
+            if not final_only:
+                return
             from vllm.sampling_params import RequestOutputKind
 
             prepare = self.llm._prepare_llm_request
@@ -225,17 +277,20 @@ def _final_only_udf():
 
             self.llm._prepare_llm_request = prepare_final_only
 
-    return FinalOnlyVLLMEngineStageUDF
+    return S1rayVLLMEngineStageUDF
 
 
-def _use_final_outputs_only(processor) -> None:
+def _customize_engine_stage(processor, teacher) -> None:
+    if not (teacher.final_outputs_only or teacher.offline_batch_defaults):
+        return
     try:
         stage = processor.get_stage_by_name("vLLMEngineStage")
+        udf = _engine_stage_udf(teacher.final_outputs_only, teacher.offline_batch_defaults)
         # model_copy, not assignment: assigning re-runs the stage's validator, which would
         # recompute its resources without the placement group config (and ask for a GPU).
-        processor.stages["vLLMEngineStage"] = stage.model_copy(update={"fn": _final_only_udf()})
+        processor.stages["vLLMEngineStage"] = stage.model_copy(update={"fn": udf})
     except Exception as exc:  # noqa: BLE001 -- an internal moved: the stock stage still works
-        log.warning("traces: cannot ask vLLM for final outputs only (%s); using Ray's stage as is", exc)
+        log.warning("traces: cannot customize Ray's vLLM stage (%s); using it as is", exc)
 
 
 def build_dataset(units: list[dict[str, Any]], cfg, device: str):
@@ -266,8 +321,7 @@ def build_dataset(units: list[dict[str, Any]], cfg, device: str):
         preprocess_map_kwargs=map_kwargs,
         postprocess_map_kwargs=map_kwargs,
     )
-    if t.final_outputs_only:
-        _use_final_outputs_only(processor)
+    _customize_engine_stage(processor, t)
     # Blocks of about 4 engine batches: enough blocks to keep several engines fed, few enough
     # that small jobs do not pay a task per row.
     blocks = max(1, min(len(units), math.ceil(len(units) / (4 * t.batch_size))))
