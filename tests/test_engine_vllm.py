@@ -205,6 +205,20 @@ def test_many_concurrent_seeded_requests_keep_the_engine_alive(engine, loop):
     loop.run(engine.check_health())
 
 
+def test_engine_gets_vllms_server_scheduler_defaults(engine):
+    """The engine is built in vLLM's server context (as `vllm serve`), not the default context
+    whose fallback is 128 sequences on any device. This only tells the two apart where vLLM's
+    table differs from the fallback (an H100: 1024 sequences); on the CPU both are 128."""
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.usage.usage_lib import UsageContext
+
+    tokens, seqs = EngineArgs.get_batch_defaults(1)
+    sched = engine.engine.vllm_config.scheduler_config
+    assert sched.max_num_seqs == seqs[UsageContext.OPENAI_API_SERVER]
+    # Chunked prefill is off on the CPU, so a whole prompt must fit in one step.
+    assert sched.max_num_batched_tokens >= tokens[UsageContext.OPENAI_API_SERVER]
+
+
 EXIT_PROBE = '''
 import asyncio, sys
 from s1ray.engine.types import EngineConfig

@@ -95,6 +95,7 @@ class BudgetEngine:
     @classmethod
     async def create(cls, cfg: EngineConfig) -> "BudgetEngine":
         from vllm import AsyncEngineArgs
+        from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
         if cfg.cpu_kv_cache_gib is not None:
@@ -113,7 +114,10 @@ class BudgetEngine:
             **_platform_defaults(cfg),
         )
         planner = RequestPlanner.from_config(cfg)
-        engine = AsyncLLM.from_engine_args(args)
+        # vLLM's server context, as `vllm serve` has it: the default ENGINE_CONTEXT has no entry
+        # in vLLM's per-device scheduler table and falls back to 128 sequences / 2048 batched
+        # tokens on any device (an H100 server gets 1024/8192). On the CPU the two agree.
+        engine = AsyncLLM.from_engine_args(args, usage_context=UsageContext.OPENAI_API_SERVER)
         return cls(cfg, engine, planner)
 
     def shutdown(self) -> None:
