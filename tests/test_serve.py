@@ -281,8 +281,15 @@ def test_health_fails_when_engine_dies_and_serve_replaces_replica(server):
     """Fault injection: kill vLLM's engine-core process under the replica."""
     import psutil
 
-    procs = [p for p in psutil.process_iter(["name", "cmdline"])
-             if "EngineCore" in (p.info["name"] or "") or "EngineCore" in " ".join(p.info["cmdline"] or [])]
+    def engine_cores():
+        """vLLM engine cores but this pytest process's own (an in-process engine's core is its
+        direct child; the replica's sits under Ray's raylet and worker). By name or command
+        line: the 15-character process name is truncated."""
+        ours = {p.pid for p in psutil.Process().children(recursive=False)}
+        return [p for p in psutil.process_iter(["name", "cmdline"]) if p.pid not in ours
+                and ("EngineCore" in (p.info["name"] or "") or "EngineCore" in " ".join(p.info["cmdline"] or []))]
+
+    procs = engine_cores()
     assert procs, "no vLLM engine-core process found"
     old = {p.pid for p in procs}
     for p in procs:
@@ -301,7 +308,7 @@ def test_health_fails_when_engine_dies_and_serve_replaces_replica(server):
         except httpx.HTTPError:
             pass
     assert healthy
-    new = {p.pid for p in psutil.process_iter(["name"]) if "EngineCore" in (p.info["name"] or "")}
+    new = {p.pid for p in engine_cores()}
     assert new and not (new & old)
 
 
