@@ -3,40 +3,22 @@
     python jobs/pipeline.py --config configs/pipeline/miniature.yaml [dotted.key=value ...]
     ray job submit --working-dir . -- python jobs/pipeline.py --config configs/pipeline/s1_32b.yaml
 
-Every stage resumes: rerunning skips stages already done with the same config.
-Exit status: 0 done, 1 a stage failed, 2 bad config.
+Every stage resumes: rerunning skips stages already done with the same config. One log per stage
+in <work_dir>/logs/. Same as ``s1ray pipeline``.
+
+Exit status: 0 done, 1 failed, 2 bad config or input.
 """
 
-from __future__ import annotations
-
-import argparse
-import json
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+
+from s1ray import cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", required=True)
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=2")
-    args = p.parse_args(argv)
-
-    from s1ray.config import ConfigError, load_config
-    from s1ray.pipeline.config import PipelineConfig
-
-    try:
-        cfg = load_config(PipelineConfig, args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from s1ray.pipeline.run import PipelineRunner
-
-    try:
-        summary = PipelineRunner(cfg).run()
-    except Exception as exc:  # noqa: BLE001 -- report, exit non-zero
-        print(f"pipeline failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps({s: round(v["wall_s"], 1) for s, v in summary["stages"].items()}))
-    return 0
+    return cli.main(["pipeline", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -1,18 +1,25 @@
-"""The ``s1ray`` command: one entry point, one subcommand per tool.
+"""The ``s1ray`` command: one entry point, one subcommand per job or tool.
 
+    s1ray pipeline|curate|traces|train|eval|serve --config PATH [dotted.key=value ...]
     s1ray tiny-model OUT_DIR [--seed N]
     s1ray generate --model PATH --prompt TEXT [--min-thinking-tokens N] [--max-thinking-tokens M]
                    [--num-waits K] [--format s1|think-tags] [--method ...] [--n N] [--json]
 
-Bad input exits with status 2 and one line naming the parameter, never a traceback.
+A job loads its typed config (YAML + dotted overrides) and calls its function in
+:mod:`s1ray.jobs`; ``jobs/*.py`` (the ``ray job submit`` entrypoints) call the same ones.
+Exit status: 0 done; 2 bad config or input, with one line naming the field and no traceback;
+1 the job failed (one line here, the traceback in the job's log).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from s1ray.config import ConfigError
 from s1ray.engine.budget import BudgetError
@@ -96,9 +103,77 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- jobs: typed config -> a function in s1ray.jobs ----------------------------------------
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true", help="load and tokenize the data, print stats, train nothing")
+    p.add_argument("--toy-data", type=int, metavar="N", help="write N toy examples to dataset.source if it is missing")
+    p.add_argument("--ray-num-cpus", type=int, help="CPUs for a local Ray cluster started by the job")
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true", help="load data, print the plan, generate nothing")
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 on a cluster (behind your auth)")
+    p.add_argument("--port", type=int, default=8000)
+
+
+@dataclass(frozen=True)
+class Job:
+    help: str
+    config: str  # "module:Class", the job's typed config
+    run: str  # "module:function" in s1ray.jobs, called as run(cfg, args) -> exit status
+    example: str  # a shipped config
+    add_args: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+JOBS: dict[str, Job] = {
+    "pipeline": Job("the whole recipe, stage by stage, resumable", "s1ray.pipeline.config:PipelineConfig",
+                    "s1ray.jobs:pipeline", "configs/pipeline/miniature.yaml"),
+    "curate": Job("curate an s1K-style dataset on Ray Data", "s1ray.curation.config:CurationConfig",
+                  "s1ray.jobs:curate", "configs/curation/miniature.yaml"),
+    "traces": Job("generate reasoning traces (vLLM on Ray Data, or an API)", "s1ray.traces.config:TracesConfig",
+                  "s1ray.jobs:traces", "configs/traces/tiny_local.yaml"),
+    "train": Job("SFT on Ray Train + DeepSpeed, export an HF model", "s1ray.train.config:TrainConfig",
+                 "s1ray.jobs:train", "configs/train/tiny_cpu.yaml", _train_args),
+    "eval": Job("budget-forcing evaluation sweep: tables and plots", "s1ray.eval.config:EvalConfig",
+                "s1ray.jobs:evaluate", "configs/eval/tiny.yaml", _eval_args),
+    "serve": Job("OpenAI-compatible Serve app with budget forcing, until Ctrl-C", "s1ray.serve.config:ServeConfig",
+                 "s1ray.jobs:serve", "configs/serve/tiny.yaml", _serve_args),
+}
+
+
+def _load(ref: str):
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _run_job(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from s1ray.config import load_config
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # s1ray's own INFO lines; a job's stages send stderr to their log files (s1ray.console).
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    job = JOBS[args.command]
+    cfg = load_config(_load(job.config), args.config, args.overrides)
+    return _load(job.run)(cfg, args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s1ray", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
+
+    for name, job in JOBS.items():
+        j = sub.add_parser(name, help=job.help, description=f"{job.help}. Example: s1ray {name} --config {job.example}")
+        j.add_argument("--config", required=True, help=f"a YAML file, e.g. {job.example}")
+        j.add_argument("overrides", nargs="*", help="dotted overrides, e.g. engine.max_model_len=2048")
+        if job.add_args:
+            job.add_args(j)
+        j.set_defaults(func=_run_job)
 
     t = sub.add_parser("tiny-model", help="write a random-init tiny Qwen2 model + local tokenizer")
     t.add_argument("out_dir")
@@ -125,13 +200,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(exc: BaseException) -> str:
+    from pydantic import ValidationError
+
+    from s1ray.config import format_validation_error
+
+    msg = format_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+    return " ".join(msg.split()) or type(exc).__name__
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Dotted overrides may come before or after a job's flags."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    flags = [a for a in extra if a.startswith("-")]
+    if flags or (extra and args.func is not _run_job):
+        parser.error(f"unrecognized arguments: {' '.join(flags or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
+    if args.func is _run_job:
+        from s1ray.jobs import bad_input_errors
+
+        bad_input = bad_input_errors()
+    else:
+        bad_input = (BudgetError, ConfigError, ValueError)
     try:
         return args.func(args)
-    except (BudgetError, ConfigError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except bad_input as exc:
+        print(f"s1ray {args.command}: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"s1ray {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 -- one line; the traceback is in the job's log
+        print(f"s1ray {args.command}: failed: {type(exc).__name__}: {_one_line(exc)[:500]}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -61,13 +61,16 @@ def runs(tiny_model_dir, tmp_path_factory):
         torch_extensions_dir=os.environ["TORCH_EXTENSIONS_DIR"],
     )
     marker = tmp / "fault.marker"
+    # The clean run also logs to MLflow's offline store (a file: URI), read back below.
+    mlruns = f"file:{tmp / 'mlruns'}"
+    clean_logging = {**base["logging"], "mlflow": {"tracking_uri": mlruns, "experiment": "s1ray-test"}}
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2)
     try:
-        clean = run(TrainConfig(name="clean", **base))
+        clean = run(TrainConfig(name="clean", **{**base, "logging": clean_logging}))
         faulty = run(TrainConfig(name="faulty", fault_injection={"step": 5, "rank": 1, "marker": str(marker)}, **base))
     finally:
         ray.shutdown()
-    return {"clean": clean, "faulty": faulty, "marker": marker}
+    return {"clean": clean, "faulty": faulty, "marker": marker, "mlruns": mlruns}
 
 
 def test_loss_decreases_and_metrics_are_reported(runs):
@@ -87,6 +90,22 @@ def test_loss_decreases_and_metrics_are_reported(runs):
     lrs = [h["lr"] for h in hist]
     assert lrs[0] == 0.0 and lrs[1] == pytest.approx(1e-3) and all(a > b for a, b in zip(lrs[1:], lrs[2:]))
     assert clean.data_stats["kept"] == 16 and clean.data_stats["overlong"] == 0
+
+
+def test_per_step_metrics_land_in_mlflow(runs):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=runs["mlruns"])
+    exp = client.get_experiment_by_name("s1ray-test")
+    assert exp is not None, "the run never reached MLflow"
+    (mlrun,) = client.search_runs([exp.experiment_id])
+    assert mlrun.info.run_name == "clean" and mlrun.info.status == "FINISHED"
+    assert mlrun.data.params["zero_stage"] == "3"
+    history = _meta(runs["clean"])["history"]
+    for key in ("loss", "grad_norm", "lr"):
+        logged = sorted((m.step, m.value) for m in client.get_metric_history(mlrun.info.run_id, key))
+        assert logged == [(h["step"], pytest.approx(h[key])) for h in history], key
+    assert {m.step for m in client.get_metric_history(mlrun.info.run_id, "tokens_per_s")} == set(range(1, 9))
 
 
 def test_fault_resumes_from_checkpoint_with_identical_losses(runs):

@@ -397,6 +397,9 @@ class Pipeline:
         self._ray_ready = False
         self._stopped = False
         self.result = CurationResult(output_dir=cfg.output_dir)
+        from s1ray.console import progress
+
+        self._bar = progress(len(STAGES), f"curation {cfg.name}", unit="stage")
 
     # -- ray --------------------------------------------------------------------------------
     def _ensure_ray(self) -> None:
@@ -458,6 +461,8 @@ class Pipeline:
     def _run_stage(self, stage: str, fp_inputs: dict[str, Any], body: Callable[[Path], dict[str, Any]]) -> str:
         if self._stopped:
             return ""
+        self._bar.set_postfix_str(stage)
+        self._bar.update(1)
         if self.cfg.until is not None and STAGES.index(stage) > STAGES.index(self.cfg.until):
             self._stopped = True
             log.info("curation: stopping after %s (until)", self.cfg.until)
@@ -517,6 +522,7 @@ class Pipeline:
             self._run_stage("export", {"upstream": fp, "config": c.export.model_dump(), "inputs": trace_inputs},
                             self._export)
         finally:
+            self._bar.close()
             self.shutdown()
         from s1ray.curation.report import write_report
 

@@ -220,14 +220,14 @@ async def _grade(pool, answer: str, gold: str) -> tuple[str | None, bool]:
 
 
 async def _generate_all(specs, backend, cfg: EvalConfig, writer: SampleWriter, res: SweepResult, pool=None) -> None:
-    from tqdm.auto import tqdm
+    from s1ray.console import progress
 
     queue: asyncio.Queue = asyncio.Queue()
     for s in specs:
         queue.put_nowait(s)
     buffer: list[dict] = []
     last_flush = time.monotonic()
-    bar = tqdm(total=len(specs), desc=f"eval {cfg.name}", unit="sample", disable=not cfg.progress)
+    bar = progress(len(specs), f"eval {cfg.name}", unit="sample", enabled=cfg.progress)
     t0 = time.perf_counter()
 
     def flush(force: bool = False) -> None:

@@ -17,7 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from s1ray.console import captured, say, tail
 from s1ray.pipeline.config import PipelineConfig
+from s1ray.pipeline.report import stage_summary
 
 
 def _atomic_json(path: Path, data: dict) -> None:
@@ -32,7 +34,7 @@ def _hash(obj: Any) -> str:
 
 
 class PipelineRunner:
-    def __init__(self, cfg: PipelineConfig, echo: Callable[[str], None] = print):
+    def __init__(self, cfg: PipelineConfig, echo: Callable[[str], None] = say):
         self.cfg = cfg
         self.echo = echo
         self.work = Path(cfg.resolved_work_dir()).resolve()
@@ -40,6 +42,10 @@ class PipelineRunner:
         self.summary: dict[str, Any] = {"name": cfg.name, "work_dir": str(self.work), "stages": {}}
 
     # -- paths wired between stages ----------------------------------------------------------
+    @property
+    def logs_dir(self) -> Path:
+        return self.work / "logs"
+
     @property
     def base_model_dir(self) -> Path:
         return self.work / "base_model"
@@ -154,7 +160,7 @@ class PipelineRunner:
     def _train(self) -> dict:
         from s1ray.train.trainer import run
 
-        res = run(self.train_cfg(), echo=self.echo)
+        res = run(self.train_cfg())
         return {"export_dir": res.export_dir, "metrics": {k: v for k, v in res.metrics.items()
                                                          if isinstance(v, (int, float, str))},
                 "data": res.data_stats}
@@ -207,16 +213,37 @@ class PipelineRunner:
                 self.echo(f"[pipeline] {stage}: done earlier ({done['wall_s']:.1f} s), skipped")
                 self.summary["stages"][stage] = {**done, "skipped": True}
                 continue
-            self.echo(f"[pipeline] {stage}: running")
+            log = self.logs_dir / f"{stage}.log"
+            self.echo(f"[pipeline] {stage}: running (log: {_shown(log)})")
             t = time.perf_counter()
-            result = getattr(self, f"_{stage}")()
+            try:
+                with captured(log):
+                    result = getattr(self, f"_{stage}")()
+            except BaseException as exc:
+                self.echo(f"[pipeline] {stage}: FAILED after {time.perf_counter() - t:.1f} s: "
+                          f"{type(exc).__name__}: {_one_line(exc)}")
+                for line in tail(log):
+                    self.echo(f"    | {line[:200]}")
+                raise
             wall = time.perf_counter() - t
             record = {"hash": h, "wall_s": wall, "result": result}
             _atomic_json(marker, record)
             self.summary["stages"][stage] = record
-            self.echo(f"[pipeline] {stage}: done in {wall:.1f} s")
+            self.echo(f"[pipeline] {stage}: done in {wall:.1f} s -- {stage_summary(stage, result)}")
         _atomic_json(self.work / "summary.json", self.summary)
         return self.summary
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is under it (shorter lines)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
 
 
 def _jsonable(obj: Any) -> dict:

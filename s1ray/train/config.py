@@ -44,7 +44,8 @@ class WandbConfig(S1Config):
 
 
 class MlflowConfig(S1Config):
-    tracking_uri: str | None = Field(None, description="default: MLFLOW_TRACKING_URI")
+    tracking_uri: str | None = Field(
+        None, description="default: MLFLOW_TRACKING_URI; offline: file:/abs/dir (a local store)")
     experiment: str = "s1ray-sft"
 
 

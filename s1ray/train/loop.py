@@ -27,6 +27,7 @@ DeepSpeed is first imported in the worker.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -36,77 +37,19 @@ from pathlib import Path
 from typing import Any
 
 from s1ray.train.config import TrainConfig
+from s1ray.train.ds_config import build_ds_config
 
+# Not print(): in a worker, Ray Train's print patch both prints a line and logs it (the worker's
+# sys.stdout is a log file, not sys.__stdout__), so a printed line would show twice. A logger line
+# goes once through the handlers Ray Train gives the worker's root logger.
+log = logging.getLogger("s1ray.train")
 
 # Per-step metrics kept in every checkpoint's meta (the run's full curve travels with it).
 HISTORY_KEYS = ("step", "loss", "lr", "grad_norm", "tokens", "padding_fraction", "step_time_s", "tokens_per_s", "mfu",
                 "time")
 
 
-# -- DeepSpeed config and schedule (pure) -----------------------------------------------------
-def build_ds_config(cfg: TrainConfig, world_size: int, hidden_size: int | None = None) -> dict[str, Any]:
-    """The DeepSpeed config for ``cfg`` on ``world_size`` ranks.
-
-    The LR schedule is not in here: it is a client ``LambdaLR`` (see :class:`WarmupCosine`),
-    because DeepSpeed's ``WarmupCosineLR`` floors warmup at 2 steps and offsets the cosine by one.
-    """
-    if cfg.global_batch_size % (world_size * cfg.micro_batch_size):
-        raise ValueError(
-            f"global_batch_size ({cfg.global_batch_size}) must be divisible by world size ({world_size}) "
-            f"x micro_batch_size ({cfg.micro_batch_size})"
-        )
-    gas = cfg.global_batch_size // (world_size * cfg.micro_batch_size)
-    opt_params: dict[str, Any] = {
-        "lr": cfg.lr,
-        "betas": list(cfg.adam_betas),
-        "eps": cfg.adam_eps,
-        "weight_decay": cfg.weight_decay,
-    }
-    if not cfg.offload_optimizer:
-        # torch.optim.AdamW (fused kernel on GPU) instead of DeepSpeed's FusedAdam, which must be
-        # JIT-built with nvcc; with offload, DeepSpeed uses its DeepSpeedCPUAdam.
-        opt_params["torch_adam"] = True
-        if cfg.use_gpu:
-            opt_params["fused"] = True
-    zero: dict[str, Any] = {
-        "stage": cfg.zero_stage,
-        "contiguous_gradients": True,
-        "overlap_comm": cfg.use_gpu,
-        "reduce_scatter": True,
-    }
-    if cfg.zero_stage == 3:
-        h2 = (hidden_size or 4096) ** 2
-        zero.update(
-            {
-                "stage3_gather_16bit_weights_on_model_save": True,
-                "reduce_bucket_size": h2,
-                "stage3_prefetch_bucket_size": int(0.9 * h2),
-                "stage3_param_persistence_threshold": 10 * (hidden_size or 4096),
-                "stage3_max_live_parameters": int(1e9),
-                "stage3_max_reuse_distance": int(1e9),
-                "sub_group_size": int(1e9),
-            }
-        )
-    else:
-        zero.update({"allgather_partitions": True, "allgather_bucket_size": int(5e8), "reduce_bucket_size": int(5e8)})
-    if cfg.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": cfg.use_gpu}
-    return {
-        "train_batch_size": cfg.global_batch_size,
-        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
-        "gradient_accumulation_steps": gas,
-        "gradient_clipping": cfg.max_grad_norm,
-        "bf16": {"enabled": cfg.bf16},
-        "fp16": {"enabled": False},
-        "optimizer": {"type": "AdamW", "params": opt_params},
-        "zero_optimization": zero,
-        "zero_allow_untested_optimizer": True,
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-        "seed": cfg.seed,
-    }
-
-
+# -- LR schedule (pure) -----------------------------------------------------------------------
 class WarmupCosine:
     """LR multiplier: linear warmup 0 -> 1 over ``warmup`` steps, then cosine to exactly 0 at
     ``total`` (HF's ``get_cosine_schedule_with_warmup``; s1's recipe). Step s's update uses
@@ -155,45 +98,6 @@ def resolve_attn(cfg: TrainConfig) -> str:
         except ImportError:
             pass
     return "sdpa"
-
-
-# -- metrics sinks ----------------------------------------------------------------------------
-class MetricsSink:
-    """Optional W&B / MLflow logging from rank 0 (only when configured)."""
-
-    def __init__(self, cfg: TrainConfig):
-        self.wandb = self.mlflow = None
-        lc = cfg.logging
-        if lc.wandb is not None:
-            import wandb
-
-            self.wandb = wandb.init(
-                project=lc.wandb.project, entity=lc.wandb.entity, name=lc.wandb.run_name or cfg.name,
-                id=(lc.wandb.run_name or cfg.name).replace("/", "-"), resume="allow", tags=lc.wandb.tags,
-                config=cfg.model_dump(mode="json"),
-            )
-        if lc.mlflow is not None:
-            import mlflow
-
-            if lc.mlflow.tracking_uri:
-                mlflow.set_tracking_uri(lc.mlflow.tracking_uri)
-            mlflow.set_experiment(lc.mlflow.experiment)
-            self.mlflow = mlflow
-            mlflow.start_run(run_name=cfg.name)
-            mlflow.log_params({k: str(v)[:250] for k, v in cfg.model_dump(mode="json").items()})
-
-    def log(self, metrics: dict[str, Any]) -> None:
-        nums = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
-        if self.wandb is not None:
-            self.wandb.log(nums, step=int(metrics["step"]))
-        if self.mlflow is not None:
-            self.mlflow.log_metrics({k: float(v) for k, v in nums.items()}, step=int(metrics["step"]))
-
-    def close(self) -> None:
-        if self.wandb is not None:
-            self.wandb.finish()
-        if self.mlflow is not None:
-            self.mlflow.end_run()
 
 
 # -- the worker function ----------------------------------------------------------------------
@@ -254,12 +158,14 @@ def train_func(loop_config: dict[str, Any]) -> None:
     from s1ray.train.data import IGNORE, batch_tokens, collate, seq_lengths, step_micro_batches, steps_per_epoch
     from s1ray.train.data import total_steps as compute_total_steps
     from s1ray.train.export import export_done, export_from_engine
+    from s1ray.train.metrics import MetricsSink
     from s1ray.train.modeling import model_forward_logits, peak_tflops, step_flops, token_ce_sum
 
     data = loop_config["data"]
     if isinstance(data, ray.ObjectRef):
         data = ray.get(data)
     pad_id = int(loop_config["pad_id"])
+    progress = loop_config.get("progress")  # a StepCounter actor, when the driver draws a bar
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -320,10 +226,10 @@ def train_func(loop_config: dict[str, Any]) -> None:
         start, history = int(meta["step"]), list(meta["history"])
         resumed_from = list(meta.get("resumed_from", [])) + [start]
         if int(meta.get("total_steps", total)) != total and rank == 0:
-            print(f"[s1ray.train] total steps changed {meta['total_steps']} -> {total}: LR schedule recomputed", flush=True)
+            log.info("total steps changed %s -> %s: LR schedule recomputed", meta["total_steps"], total)
         _reset_schedule(scheduler, WarmupCosine(total, cfg.warmup_steps(total)), start)
         if rank == 0:
-            print(f"[s1ray.train] resumed from {path} at step {start}/{total}", flush=True)
+            log.info("resumed from %s at step %d/%d", path, start, total)
 
     peak, peak_source = peak_tflops(cfg.peak_tflops, cfg.use_gpu)
     sink = MetricsSink(cfg) if rank == 0 and (cfg.logging.wandb or cfg.logging.mlflow) else None
@@ -414,12 +320,13 @@ def train_func(loop_config: dict[str, Any]) -> None:
         history.append({k: metrics[k] for k in HISTORY_KEYS})
         if rank == 0:
             if cfg.logging.print_every and step_done % cfg.logging.print_every == 0:
-                print(
-                    f"[s1ray.train] step {step_done}/{total} loss {metrics['loss']:.4f} lr {lr:.3e} "
-                    f"grad_norm {metrics['grad_norm']:.3f} tok/s {metrics['tokens_per_s']:.0f} "
-                    f"mfu {metrics['mfu']:.3%} ({peak_source} peak {peak} TFLOP/s)",
-                    flush=True,
+                log.info(
+                    "step %d/%d loss %.4f lr %.3e grad_norm %.3f tok/s %.0f mfu %.3f%% (%s peak %s TFLOP/s)",
+                    step_done, total, metrics["loss"], lr, metrics["grad_norm"], metrics["tokens_per_s"],
+                    100 * metrics["mfu"], peak_source, peak,
                 )
+            if progress is not None:
+                progress.set.remote(step_done, total, metrics["loss"])  # fire and forget
             if sink is not None:
                 sink.log(metrics)
         _maybe_inject_fault(cfg, step_done, rank)
@@ -440,7 +347,7 @@ def train_func(loop_config: dict[str, Any]) -> None:
             window_start, window_t0 = len(history), metrics["time"]
 
     if not metrics and rank == 0:
-        print(f"[s1ray.train] run already complete at step {start}/{total}", flush=True)
+        log.info("run already complete at step %d/%d", start, total)
     done = [export_done(cfg.resolved_export_dir(), total) if rank == 0 else None]
     dist.broadcast_object_list(done, src=0)
     if not done[0]:

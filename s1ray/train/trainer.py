@@ -107,7 +107,7 @@ def describe_data(stats: dict[str, Any]) -> str:
     return s
 
 
-def build_trainer(cfg: TrainConfig, data_ref, pad_id: int):
+def build_trainer(cfg: TrainConfig, data_ref, pad_id: int, progress=None):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -116,7 +116,8 @@ def build_trainer(cfg: TrainConfig, data_ref, pad_id: int):
     resources = cfg.resources_per_worker or (None if cfg.use_gpu else {"CPU": 1})
     return TorchTrainer(
         train_func,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "data": data_ref, "pad_id": pad_id},
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "data": data_ref, "pad_id": pad_id,
+                           "progress": progress},
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
@@ -141,7 +142,10 @@ def run(cfg: TrainConfig, echo=print, ray_init: dict[str, Any] | None = None) ->
     if not ray.is_initialized():
         ray.init(**(ray_init or {}))
     ref = ray.put(data)
-    result = build_trainer(cfg, ref, pad_id).fit()
+    from s1ray.train.progress import step_bar
+
+    with step_bar(f"train {cfg.name}") as counter:
+        result = build_trainer(cfg, ref, pad_id, progress=counter).fit()
     err = getattr(result, "error", None)
     if err is not None:
         raise err

@@ -1,0 +1,55 @@
+"""The pipeline's terminal lines: one summary per stage, and the result at the end (pure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _num(v: Any, fmt: str = ".4f") -> str:
+    return format(v, fmt) if isinstance(v, (int, float)) else "?"
+
+
+def stage_summary(stage: str, result: dict[str, Any]) -> str:
+    """What a stage produced, in one line (``result``: the stage's record in summary.json)."""
+    r = result or {}
+    if stage == "base_model":
+        return f"model {r.get('model')}"
+    if stage == "curation":
+        st = r.get("stages", {})
+        first = next(iter(st.values()), {}).get("rows_in", "?")
+        return f"{first} questions -> {r.get('final_rows')} selected; dataset {r.get('dataset_dir')}"
+    if stage == "candidates":
+        return f"questions {r.get('questions')}"
+    if stage in ("traces", "solver"):
+        return (f"{r.get('generated')} rows ({r.get('errors')} errors, {r.get('already_done')} already done), "
+                f"{_num(r.get('output_tokens_per_s'), '.0f')} output tok/s")
+    if stage == "heldout":
+        return f"{r.get('rows')} held-out problems"
+    if stage == "train":
+        m = r.get("metrics", {})
+        return f"{m.get('step', '?')} steps, loss {_num(m.get('loss'))}; model {r.get('export_dir')}"
+    if stage == "eval":
+        parts = [f"{tag}: {s.get('generated')} samples generated ({s.get('failed')} failed)"
+                 for tag, s in r.items() if isinstance(s, dict)]
+        return "; ".join(parts)
+    if stage == "serve":
+        return f"answered one chat request: {str(r.get('answer'))[:40]!r}"
+    return ""
+
+
+def final_lines(summary: dict[str, Any]) -> list[str]:
+    """The metrics table(s) and where the plots are: the last thing the pipeline prints."""
+    evals = summary.get("stages", {}).get("eval", {}).get("result", {}) or {}
+    lines: list[str] = []
+    for tag, s in evals.items():
+        files = s.get("files", {}) if isinstance(s, dict) else {}
+        md = files.get("metrics.md")
+        if md and Path(md).is_file():
+            lines += ["", *Path(md).read_text().rstrip().splitlines()]
+    plots = [s["files"]["accuracy_vs_thinking.png"] for s in evals.values()
+             if isinstance(s, dict) and s.get("files", {}).get("accuracy_vs_thinking.png")]
+    if plots:
+        lines += ["", *(f"plot: {p}" for p in plots)]
+    lines.append(f"all outputs: {summary.get('work_dir')}/summary.json")
+    return lines
