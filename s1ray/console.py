@@ -44,7 +44,8 @@ def capturing() -> bool:
 
 @contextlib.contextmanager
 def captured(log_path: str | Path) -> Iterator[Path]:
-    """Send this process's stdout and stderr (file descriptors 1 and 2) to ``log_path``, appending.
+    """Send this process's stdout and stderr (file descriptors 1 and 2, and ``sys.stdout`` /
+    ``sys.stderr``) to ``log_path``, appending.
 
     Nested calls switch to the inner log and back. A traceback that ends the block is written
     to the log before the exception goes on, so the log says what the console line summarises.
@@ -62,14 +63,19 @@ def captured(log_path: str | Path) -> Iterator[Path]:
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
+    # Python-level streams too: under pytest or in a notebook sys.stdout is not file descriptor 1.
+    streams = sys.stdout, sys.stderr
+    log_stream = open(log_path, "a", buffering=1, errors="replace")
+    sys.stdout = sys.stderr = log_stream
     try:
         yield log_path
     except BaseException:
         traceback.print_exc(file=sys.stderr)
         raise
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        log_stream.flush()
+        sys.stdout, sys.stderr = streams
+        log_stream.close()
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         os.close(saved[0])

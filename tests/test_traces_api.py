@@ -280,7 +280,7 @@ def test_every_row_failing_is_a_job_failure_not_an_empty_output(tmp_path, tiny_m
     assert keys(read_traces(cfg.output_dir)) == [(f"q{i:02d}", 0) for i in range(len(qs))]
 
 
-def test_job_script_exit_codes(tmp_path, tiny_model_dir, monkeypatch, capsys):
+def test_job_script_exit_codes(tmp_path, tiny_model_dir, monkeypatch, capfd):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
@@ -292,15 +292,19 @@ def test_job_script_exit_codes(tmp_path, tiny_model_dir, monkeypatch, capsys):
         api_config(tmp_path, srv.base_url, tiny_model_dir)  # writes out.yaml
         conf = str(tmp_path / "out.yaml")
         assert mod.main(["--config", conf, "teacher.max_retries=0"]) == 1
-        assert "FAILED: permanent failure" in capsys.readouterr().err
+        err = capfd.readouterr().err
+        assert "s1ray traces: failed: TracesJobError: permanent failure" in err and "Traceback" not in err
         assert mod.main(["--config", conf, "teacher.max_retries=0", "teacher.api_key_env=NOPE_NOT_SET"]) == 1
-        assert "NOPE_NOT_SET is not set" in capsys.readouterr().err
+        assert "NOPE_NOT_SET is not set" in capfd.readouterr().err
         assert mod.main(["--config", conf, "teacher.max_retries=zero"]) == 2
-        assert "teacher.api.max_retries" in capsys.readouterr().err
+        assert "teacher.api.max_retries" in capfd.readouterr().err
         srv.default = "ok"
         assert mod.main(["--config", conf]) == 0
-        summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        assert summary["generated"] == 3 and summary["errors"] == 0
+        out = capfd.readouterr().out
+        assert "traces: 3 rows generated (0 errors)" in out.strip().splitlines()[-1], out
+        # the job's full output went to its log, and the traceback of the failed runs with it
+        log = (tmp_path / "out" / "logs" / "traces.log").read_text()
+        assert "Traceback" in log and "permanent failure" in log
 
 
 # --------------------------------------------------------------------- resume
