@@ -26,6 +26,8 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
+RESULTS = Path(__file__).resolve().parent / "results"  # bench/report.py renders these into docs/benchmarks.md
+
 # Qwen2.5-0.5B's shapes (config.json of Qwen/Qwen2.5-0.5B), random-initialised.
 SHAPES = {
     "qwen2.5-0.5b": dict(
@@ -49,7 +51,7 @@ def base_parser(description: str, name: str) -> argparse.ArgumentParser:
     src.add_argument("--model", help="HF model name or path (default: a tiny random model made locally)")
     src.add_argument("--shape", choices=sorted(SHAPES), help="random-init model with these shapes (GPU runs)")
     p.add_argument("--quick", action="store_true", help="small workload, for iteration (~1/4 of the default)")
-    p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "s1ray-bench", f"{name}.json"),
+    p.add_argument("--out", default=str(RESULTS / f"{name}.json"),
                    help="where to write the JSON results (default: %(default)s)")
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--dtype", default="bfloat16")
@@ -208,8 +210,41 @@ def table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
     return "\n".join(lines)
 
 
+def git_commit() -> str:
+    """The checkout's commit (+ "-dirty" with uncommitted changes), or "unknown" outside git."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
+def machine() -> str:
+    """What ran the benchmark: the device, the CPU cores and memory, and the load when it started."""
+    try:
+        mem = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM"
+    except (ValueError, OSError, AttributeError):
+        mem = ""
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return f"{device_name()}; {os.cpu_count()} CPU cores{mem}{load}"
+
+
+def stamp() -> dict:
+    """The fields bench/report.py prints above every result: when, which commit, what machine."""
+    return {"date": _dt.datetime.now().isoformat(timespec="seconds"), "commit": git_commit(), "machine": machine(),
+            "device": device_name()}
+
+
 def write_json(path: str, payload: dict) -> None:
-    payload = {"date": _dt.datetime.now().isoformat(timespec="seconds"), "device": device_name(), **payload}
+    """Write a result for bench/report.py: ``bench`` (its name), ``ratios`` (the headline figures,
+    {name: number}), optionally ``table`` (a list of flat dicts), anything else; stamped here."""
+    payload = {**stamp(), **payload}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(payload, indent=1, default=str))
     print(f"\nresults written to {path}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -103,7 +102,7 @@ def config(out: Path, work: Path, size: int) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "s1ray-bench", "curation.json"))
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "bench_curation.json"))
     args = p.parse_args()
 
     import ray
@@ -147,11 +146,12 @@ def main() -> int:
                               for s in STAGES}
         growth[f"{b}/{a}"]["total"] = round(results[b]["total_s"] / results[a]["total_s"], 2)
         print(f"\ntime growth {b}/{a} (x{b // a} rows): " + ", ".join(f"{k} x{v}" for k, v in growth[f'{b}/{a}'].items()))
-    report = {"bench": "curation", "machine": f"CPU ({os.cpu_count()} cores, {platform.machine()})",
-              "loadavg": os.getloadavg(), "results": results, "growth": growth}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
-    print(f"\nwrote {args.out}")
+    from _common import write_json
+
+    ratios = {f"time {k} (x{int(k.split('/')[0]) // int(k.split('/')[1])} rows)": v["total"] for k, v in growth.items()}
+    table = [{"rows": n, "total_s": r["total_s"], **{f"{s}_s": r["stages"][s]["elapsed_s"] for s in STAGES}}
+             for n, r in sorted(results.items())]
+    write_json(args.out, {"bench": "curation", "ratios": ratios, "table": table, "results": results, "growth": growth})
     return 0
 
 

@@ -203,7 +203,9 @@ def main() -> int:
     print(f"per-rep ratios (output tok/s): {', '.join(f'{x:.3f}' for x in per_rep)}")
     print(f"ratio ray data / direct (end to end, incl. start-up): "
           f"{ratio(rows[1]['e2e_tok_s'], rows[0]['e2e_tok_s']):.3f}")
-    write_json(args.out, {"model": desc, "rows": args.rows, "max_tokens": args.max_tokens,
+    write_json(args.out, {"bench": "traces", "ratios": {"ray data / direct vllm.LLM, output tok/s": tok_ratio,
+                                                        "ray data / direct vllm.LLM, rows/s": ratio(r_rows, d_rows)},
+                          "model": desc, "rows": args.rows, "max_tokens": args.max_tokens,
                           "batch_size": args.batch_size, "direct": direct, "ray_data": ray_res,
                           "table": rows, "ratio_tok_s": tok_ratio, "per_rep_ratio_tok_s": per_rep,
                           "reps": {"direct": directs, "ray_data": rays}, "ratio_rows_s": ratio(r_rows, d_rows)})

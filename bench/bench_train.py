@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     p.add_argument("--gpu", action="store_true")
     p.add_argument("--shape", choices=sorted(SHAPES), help="random-init model of these shapes (default: tiny)")
     p.add_argument("--peak-tflops", type=float, default=None, help="per-worker peak for MFU (default: device table / assumed)")
-    p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "s1ray-bench", "bench_train.json"))
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "bench_train.json"))
     args = p.parse_args(argv)
 
     import ray
@@ -146,10 +146,15 @@ def main(argv=None) -> int:
           f"{rows['on']['peak_source']})")
     report_ratio = rows["off/r*"]["wall_tokens_per_s"] / rows["off"]["wall_tokens_per_s"]
     print(f"wall-clock tokens/s, one report at the end / one per step: {report_ratio:.2f}x")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "rows": rows, "ratio_tokens_per_s": ratio,
-                               "ratio_wall_report_end_vs_each_step": report_ratio, "data": stats}, indent=1))
+    from _common import write_json
+
+    write_json(args.out, {"bench": "train", "args": vars(args), "rows": rows,
+                          "ratios": {"packing on / off, tokens/s": ratio,
+                                     "one report at the end / one per step, wall-clock tokens/s": report_ratio},
+                          "table": [{"run": k, **{c: v for c, v in r.items() if isinstance(v, (int, float, str))}}
+                                    for k, r in rows.items()],
+                          "ratio_tokens_per_s": ratio, "ratio_wall_report_end_vs_each_step": report_ratio,
+                          "data": stats})
     return 0
 
 
