@@ -70,3 +70,13 @@ def test_trained_beats_untrained_and_accuracy_rises_with_budget(miniature):
     assert trained[-1]["accuracy"] > trained[0]["accuracy"] + 0.2
     control = [m for m in ev["trained"]["methods"] if m["method"] == "budget_forcing"][0]
     assert control["control"] == 1.0
+
+
+def test_each_stage_has_its_log_and_no_line_shows_twice(miniature):
+    _, summary, work = miniature
+    for stage in summary["stages"]:
+        assert (work / "logs" / f"{stage}.log").is_file(), stage
+    train_log = (work / "logs" / "train.log").read_text()
+    steps = [ln for ln in train_log.splitlines() if "s1ray.train" in ln and " step " in ln]
+    assert steps, "rank 0's per-step lines are missing from the train log"
+    assert len(steps) == len(set(steps)), "a step line was printed twice"
