@@ -20,11 +20,14 @@ loaded: resume falls back to the newest complete sibling, or starts from scratch
 from __future__ import annotations
 
 import json
+import logging
 import os
 import posixpath
 import re
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("s1ray.train")  # a worker's print() would show twice (see loop.py)
 
 META_FILE = "s1ray_meta.json"
 MARKER_PREFIX = "_s1ray_complete.rank"
@@ -101,7 +104,7 @@ def find_complete(checkpoint):
     try:
         return checkpoint, validate(fs, path)
     except IncompleteCheckpoint as exc:
-        print(f"[s1ray.train] ignoring incomplete checkpoint: {exc}", flush=True)
+        log.info("ignoring incomplete checkpoint: %s", exc)
     parent = posixpath.dirname(path.rstrip("/"))
     candidates = []
     for info in fs.get_file_info(FileSelector(parent, allow_not_found=True)):
@@ -116,7 +119,7 @@ def find_complete(checkpoint):
     if not candidates:
         return None, None
     step, best, meta = max(candidates, key=lambda c: c[0])
-    print(f"[s1ray.train] falling back to complete checkpoint {best} (step {step})", flush=True)
+    log.info("falling back to complete checkpoint %s (step %s)", best, step)
     return type(checkpoint)(best, filesystem=fs), meta
 
 

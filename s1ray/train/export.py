@@ -17,10 +17,13 @@ re-run of a finished run finds it and does not export again. The result loads in
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("s1ray.train")  # a worker's print() would show twice (see loop.py)
 
 EXPORT_MARKER = "s1ray_export.json"
 
@@ -132,7 +135,7 @@ def export_from_engine(engine, cfg, hf_config, info: dict[str, Any]) -> str | No
         with tempfile.TemporaryDirectory(prefix="s1ray-export-") as tmp:
             local = write_hf_model(sd, hf_config, Path(tmp) / "model", cfg.tokenizer or cfg.model, cfg.model, info)
             dest = publish(local, cfg.resolved_export_dir())
-        print(f"[s1ray.train] exported HF model to {dest}", flush=True)
+        log.info("exported HF model to %s", dest)
     del sd
     dist.barrier()
     return dest
