@@ -94,8 +94,15 @@ def train(cfg, args: argparse.Namespace) -> int:
     log = _local_logs(f"{cfg.storage_path}/{cfg.name}", "train")
     say(f"s1ray train {cfg.name}: log {log}")
     ray_init = {"num_cpus": args.ray_num_cpus} if getattr(args, "ray_num_cpus", None) else None
+    import ray
+
     with captured(log):
-        res = run(cfg, echo=say, ray_init=ray_init)
+        started = not ray.is_initialized()
+        try:
+            res = run(cfg, ray_init=ray_init)
+        finally:
+            if started:  # here, not at exit: Ray's shutdown output belongs in the log
+                ray.shutdown()
     m = res.metrics
     say(f"trained {m.get('step', '?')} steps, loss {m.get('loss', float('nan')):.4f}; "
         f"checkpoint {res.checkpoint}; model exported to {res.export_dir}")

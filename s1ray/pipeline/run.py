@@ -203,35 +203,46 @@ class PipelineRunner:
         return section.model_dump() if section is not None else None
 
     def run(self) -> dict[str, Any]:
-        upstream = ""
-        for stage in self.cfg.stages:
-            marker = self.work / "stages" / f"{stage}.json"
-            # Chained: a stage reruns when its own config or any earlier stage changed.
-            h = upstream = _hash({"stage": stage, "config": self.stage_config(stage), "upstream": upstream})
-            if marker.exists() and json.loads(marker.read_text()).get("hash") == h:
-                done = json.loads(marker.read_text())
-                self.echo(f"[pipeline] {stage}: done earlier ({done['wall_s']:.1f} s), skipped")
-                self.summary["stages"][stage] = {**done, "skipped": True}
-                continue
-            log = self.logs_dir / f"{stage}.log"
-            self.echo(f"[pipeline] {stage}: running (log: {_shown(log)})")
-            t = time.perf_counter()
-            try:
-                with captured(log):
-                    result = getattr(self, f"_{stage}")()
-            except BaseException as exc:
-                self.echo(f"[pipeline] {stage}: FAILED after {time.perf_counter() - t:.1f} s: "
-                          f"{type(exc).__name__}: {_one_line(exc)}")
-                for line in tail(log):
-                    self.echo(f"    | {line[:200]}")
-                raise
-            wall = time.perf_counter() - t
-            record = {"hash": h, "wall_s": wall, "result": result}
-            _atomic_json(marker, record)
-            self.summary["stages"][stage] = record
-            self.echo(f"[pipeline] {stage}: done in {wall:.1f} s -- {stage_summary(stage, result)}")
+        import ray
+
+        ray_was_up = ray.is_initialized()
+        try:
+            upstream = ""
+            for stage in self.cfg.stages:
+                marker = self.work / "stages" / f"{stage}.json"
+                # Chained: a stage reruns when its own config or any earlier stage changed.
+                h = upstream = _hash({"stage": stage, "config": self.stage_config(stage), "upstream": upstream})
+                if marker.exists() and json.loads(marker.read_text()).get("hash") == h:
+                    done = json.loads(marker.read_text())
+                    self.echo(f"[pipeline] {stage}: done earlier ({done['wall_s']:.1f} s), skipped")
+                    self.summary["stages"][stage] = {**done, "skipped": True}
+                    continue
+                self._run_stage(stage, h, marker)
+        finally:
+            if not ray_was_up and ray.is_initialized():  # the stages started it: stop it while logging
+                with captured(self.logs_dir / "ray_shutdown.log"):
+                    ray.shutdown()
         _atomic_json(self.work / "summary.json", self.summary)
         return self.summary
+
+    def _run_stage(self, stage: str, h: str, marker: Path) -> None:
+        log = self.logs_dir / f"{stage}.log"
+        self.echo(f"[pipeline] {stage}: running (log: {_shown(log)})")
+        t = time.perf_counter()
+        try:
+            with captured(log):
+                result = getattr(self, f"_{stage}")()
+        except BaseException as exc:
+            self.echo(f"[pipeline] {stage}: FAILED after {time.perf_counter() - t:.1f} s: "
+                      f"{type(exc).__name__}: {_one_line(exc)}")
+            for line in tail(log):
+                self.echo(f"    | {line[:200]}")
+            raise
+        wall = time.perf_counter() - t
+        record = {"hash": h, "wall_s": wall, "result": result}
+        _atomic_json(marker, record)
+        self.summary["stages"][stage] = record
+        self.echo(f"[pipeline] {stage}: done in {wall:.1f} s -- {stage_summary(stage, result)}")
 
 
 def _shown(path: Path) -> str:
