@@ -17,8 +17,14 @@ def test_stage_summaries_say_what_each_stage_made():
 
 def test_final_lines_end_with_the_table_and_the_plot(tmp_path):
     (tmp_path / "metrics.md").write_text("# Evaluation: eval\n\n| budget | accuracy |\n|---|---|\n| 8 | 50% |\n")
-    summary = {"work_dir": "w", "stages": {"eval": {"result": {"trained": {"files": {
-        "metrics.md": str(tmp_path / "metrics.md"), "accuracy_vs_thinking.png": "w/eval/accuracy_vs_thinking.png"}}}}}}
+    summary = {"work_dir": "w", "stages": {"eval": {"result": {
+        "trained": {"files": {"metrics.md": str(tmp_path / "metrics.md"),
+                              "accuracy_vs_thinking.png": "w/eval/accuracy_vs_thinking.png"}},
+        "untrained": {"files": {"metrics.md": "w/eval_untrained/metrics.md"},
+                      "methods": [{"dataset": "heldout", "method": "budget_forcing", "performance": 0.05,
+                                   "control": 1.0}]}}}}}
     lines = final_lines(summary)
     assert "| 8 | 50% |" in lines and "plot: w/eval/accuracy_vs_thinking.png" in lines
+    assert ("untrained: heldout budget_forcing: performance 5.0%, control 100.0% "
+            "(table: w/eval_untrained/metrics.md)") in lines
     assert lines[-1] == "all outputs: w/summary.json"

@@ -38,18 +38,25 @@ def stage_summary(stage: str, result: dict[str, Any]) -> str:
     return ""
 
 
+def _pct(v: Any) -> str:
+    return f"{100 * v:.1f}%" if isinstance(v, (int, float)) else "?"
+
+
 def final_lines(summary: dict[str, Any]) -> list[str]:
-    """The metrics table(s) and where the plots are: the last thing the pipeline prints."""
-    evals = summary.get("stages", {}).get("eval", {}).get("result", {}) or {}
+    """What the pipeline prints last: the first evaluation's metrics table in full, one line per
+    method for the others (e.g. the untrained model), and where the plots and tables are."""
+    evals = {tag: s for tag, s in (summary.get("stages", {}).get("eval", {}).get("result", {}) or {}).items()
+             if isinstance(s, dict)}
     lines: list[str] = []
-    for tag, s in evals.items():
-        files = s.get("files", {}) if isinstance(s, dict) else {}
-        md = files.get("metrics.md")
-        if md and Path(md).is_file():
-            lines += ["", *Path(md).read_text().rstrip().splitlines()]
-    plots = [s["files"]["accuracy_vs_thinking.png"] for s in evals.values()
-             if isinstance(s, dict) and s.get("files", {}).get("accuracy_vs_thinking.png")]
-    if plots:
-        lines += ["", *(f"plot: {p}" for p in plots)]
+    for i, (tag, s) in enumerate(evals.items()):
+        md = s.get("files", {}).get("metrics.md")
+        if i == 0 and md and Path(md).is_file():
+            lines += ["", *Path(md).read_text().rstrip().splitlines(), ""]
+            continue
+        for m in s.get("methods", []):
+            lines.append(f"{tag}: {m.get('dataset')} {m.get('method')}: performance {_pct(m.get('performance'))}, "
+                         f"control {_pct(m.get('control'))} (table: {md})")
+    lines += [f"plot: {s['files']['accuracy_vs_thinking.png']}" for s in evals.values()
+              if s.get("files", {}).get("accuracy_vs_thinking.png")]
     lines.append(f"all outputs: {summary.get('work_dir')}/summary.json")
     return lines
