@@ -92,8 +92,10 @@ def test_loss_decreases_and_metrics_are_reported(runs):
     assert clean.data_stats["kept"] == 16 and clean.data_stats["overlong"] == 0
 
 
-def test_per_step_metrics_land_in_mlflow(runs):
+def test_per_step_metrics_land_in_mlflow(runs, monkeypatch):
     from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 opens a file: store only when asked to
 
     client = MlflowClient(tracking_uri=runs["mlruns"])
     exp = client.get_experiment_by_name("s1ray-test")
