@@ -57,8 +57,11 @@ def captured(log_path: str | Path) -> Iterator[Path]:
     saved = os.dup(1), os.dup(2)
     outermost = not _terminal
     if outermost:
-        _terminal["out"] = os.fdopen(os.dup(1), "w", buffering=1)
-        _terminal["err"] = os.fdopen(os.dup(2), "w", buffering=1)
+        # The encoding of the streams they stand in for: a strict locale codec would make tqdm's
+        # block characters raise, and tqdm silently disables a bar whose writes raise.
+        for key, fd, stream in (("out", 1, sys.stdout), ("err", 2, sys.stderr)):
+            _terminal[key] = os.fdopen(os.dup(fd), "w", buffering=1, errors="backslashreplace",
+                                       encoding=getattr(stream, "encoding", None) or "utf-8")
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
