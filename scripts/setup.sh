@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install s1ray with vLLM's CPU build and the test tools. Idempotent.
-# On a GPU cluster use:  pip install -e '.[gpu]'  instead (see README).
+# On a GPU cluster use:  pip install -e '.[gpu]'  instead (see docs/cluster.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
