@@ -233,9 +233,10 @@ class PipelineRunner:
             with captured(log):
                 result = getattr(self, f"_{stage}")()
         except BaseException as exc:
-            self.echo(f"[pipeline] {stage}: FAILED after {time.perf_counter() - t:.1f} s: "
-                      f"{type(exc).__name__}: {_one_line(exc)}")
-            for line in tail(log):
+            # The error itself is the caller's one line (s1ray's "failed: ..."): show what led to it.
+            self.echo(f"[pipeline] {stage}: FAILED after {time.perf_counter() - t:.1f} s; the end of {_shown(log)}:")
+            message = _one_line(exc)[:120]
+            for line in [ln for ln in tail(log, 8) if not message or message not in ln][-5:]:
                 self.echo(f"    | {line[:200]}")
             raise
         wall = time.perf_counter() - t
