@@ -42,16 +42,11 @@ def run_plan(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from s1ray.config import ConfigError
-
     p = argparse.ArgumentParser(prog="s1ray plan", description="per-GPU memory, resources and time of a job")
     add_arguments(p)
     try:
         return run_plan(p.parse_args(argv))
-    except ConfigError as exc:  # PlanError is a ValueError too
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
+    except ValueError as exc:  # ConfigError, PlanError
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
