@@ -157,3 +157,15 @@ def test_planned_activations_match_torchs_measurement_of_a_cpu_step(tiny_model_d
     print(f"{dims or 'tiny'} {impl} ckpt={checkpointing}: planned {planned / 2**20:.2f} MiB, "
           f"measured {measured.activation_bytes / 2**20:.2f} MiB")
     assert measured.activation_bytes == pytest.approx(planned, rel=MEASURED_TOLERANCE)
+
+
+def test_kv_cache_per_token_splits_over_tensor_parallelism_and_replicates_past_the_kv_heads():
+    from s1ray.plan.engine_memory import kv_bytes_per_token_per_gpu
+
+    s = resolve_shape("Qwen/Qwen2.5-32B-Instruct")  # 64 layers, 8 KV heads of 128
+    assert kv_bytes_per_token_per_gpu(s, 1) == 2 * 64 * 8 * 128 * 2 == s.kv_bytes_per_token()
+    assert kv_bytes_per_token_per_gpu(s, 8) == 32 * 1024
+    assert kv_bytes_per_token_per_gpu(s, 16) == 32 * 1024  # fewer KV heads than GPUs: replicated
+    (tp8,) = _plan(ROOT / "configs/engine/s1_32b.yaml")
+    (tp4,) = _plan(ROOT / "configs/engine/s1_32b.yaml", ["tensor_parallel_size=4"])
+    assert tp8.kv_sequences > 2 * tp4.kv_sequences  # half the KV per GPU and twice the weights each

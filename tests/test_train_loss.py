@@ -82,14 +82,19 @@ def test_no_labelled_token_gives_zero_and_still_reaches_the_head():
     assert model.lm_head.weight.grad is not None and float(model.lm_head.weight.grad.abs().sum()) == 0.0
 
 
-def test_linear_ce_sum_never_calls_the_head_on_more_than_a_chunk():
+@pytest.mark.parametrize("labelled", [True, False])
+def test_the_head_module_is_called_once_whatever_the_number_of_chunks(labelled):
+    """ZeRO-3 gathers the head's weight per call: every rank must make the same calls."""
     head = torch.nn.Linear(8, 50, bias=False)
-    seen = []
-    head.register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
-    h = torch.randn(1, 100, 8, requires_grad=True)
-    labels = torch.randint(0, 50, (1, 100))
-    linear_ce_sum(h, head, labels, chunk_size=16).backward()
-    assert seen and max(seen) <= 16  # forward and the backward's recomputation
+    calls = []
+    head.register_forward_pre_hook(lambda m, i: calls.append(i[0].shape))
+    for tokens in (10, 100):
+        calls.clear()
+        h = torch.randn(1, tokens, 8, requires_grad=True)
+        labels = torch.randint(0, 50, (1, tokens)) if labelled else torch.full((1, tokens), IGNORE)
+        linear_ce_sum(h, head, labels, chunk_size=16).backward()
+        assert calls == [torch.Size([tokens, 8])]
+    assert "forward" not in vars(head)  # the module's own forward is back
 
 
 def test_auto_fuses_only_where_a_sequence_spans_several_chunks():

@@ -51,8 +51,8 @@ def measure_train_step(model, seq_len: int, loss_impl: str, chunk_size: int, che
     ids = torch.randint(0, model.config.vocab_size, (1, seq_len), generator=g)
     batch = {"input_ids": ids, "labels": ids.clone()}
     class Step(torch.nn.Module):
-        """One root module around forward + loss: MemTracker accepts a submodule (the fused
-        loss's LM head) called several times only below a root."""
+        """One root module around forward + loss: MemTracker accepts a submodule called more
+        than once (the LM head: the model's one-position call, then the fused loss) only below a root."""
 
         def __init__(self):
             super().__init__()

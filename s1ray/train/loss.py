@@ -10,15 +10,14 @@ the global token mean (:mod:`s1ray.train.modeling`).
 * ``fused_chunked``: the final hidden states, then each chunk of ``chunk_size`` tokens goes
   through the LM head *and* the loss inside one checkpointed function, so only one chunk's
   logits exist at a time, in the forward and in the backward (which recomputes them). The head
-  is called as a module, so DeepSpeed ZeRO-3 gathers its partitioned weight on every call.
-  On CUDA with liger-kernel installed and a head weight that is whole on this rank (not a
-  ZeRO-3 partition), Liger's fused linear cross-entropy kernel computes the same sum; the
-  pure-torch path is the reference and the CPU path.
+  module is called once, with the loss as its forward, so DeepSpeed ZeRO-3 gathers its
+  partitioned weight once per micro-batch on every rank (the same collectives everywhere).
+  On CUDA with liger-kernel installed, Liger's fused linear cross-entropy kernel computes the
+  same sum inside that call; the pure-torch path is the reference and the CPU path.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Literal
 
 from s1ray.train.data import IGNORE
@@ -42,22 +41,37 @@ def shifted_targets(labels):
     return targets
 
 
-def _head_ce(head, hidden, targets):
+def _chunked_ce(hidden, weight, bias, targets, chunk_size: int):
+    """Sum over chunks of CE(linear(hidden_chunk)); each chunk checkpointed, so the backward
+    recomputes its logits instead of keeping them."""
     import torch.nn.functional as F
+    from torch.utils.checkpoint import checkpoint
 
-    return F.cross_entropy(head(hidden).float(), targets, ignore_index=IGNORE, reduction="sum")
+    def chunk_ce(h, t):
+        return F.cross_entropy(F.linear(h, weight, bias).float(), t, ignore_index=IGNORE, reduction="sum")
+
+    total = None
+    for i in range(0, targets.numel(), chunk_size):
+        tg = targets[i : i + chunk_size]
+        if not bool((tg != IGNORE).any()):
+            continue
+        hs = hidden[i : i + chunk_size]
+        part = checkpoint(chunk_ce, hs, tg, use_reentrant=False) if hs.requires_grad else chunk_ce(hs, tg)
+        total = part if total is None else total + part
+    if total is None:  # no labelled token: keep the head in the graph (every rank runs backward)
+        return F.linear(hidden[:1], weight, bias).sum() * 0.0
+    return total
 
 
-def _liger_loss(hidden, head):
-    """Liger's fused linear cross-entropy, where it applies (CUDA, installed, head weight whole)."""
-    weight = head.weight
-    if not hidden.is_cuda or hasattr(weight, "ds_id") or getattr(head, "bias", None) is not None:
+def _liger_loss(hidden):
+    """Liger's fused linear cross-entropy where it applies (CUDA, liger-kernel installed)."""
+    if not hidden.is_cuda:
         return None
     try:
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
     except ImportError:
         return None
-    return functools.partial(LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE, reduction="sum"), weight)
+    return LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE, reduction="sum")
 
 
 def linear_ce_sum(hidden, head, labels, chunk_size: int = 1024, use_liger: bool = True):
@@ -65,26 +79,24 @@ def linear_ce_sum(hidden, head, labels, chunk_size: int = 1024, use_liger: bool 
 
     ``hidden`` [B, T, H] (the decoder's final, normed hidden states), ``head`` the LM head
     module (``model.get_output_embeddings()``), ``labels`` [B, T] aligned with the inputs.
+    The whole loss runs as ONE call of the head module (its forward temporarily replaced):
+    under ZeRO-3 that is one gather of its weight per micro-batch on every rank, whatever the
+    number of chunks a rank's sequence has, and the weight is whole inside the call.
     """
-    from torch.utils.checkpoint import checkpoint
-
     flat_h = hidden.reshape(-1, hidden.shape[-1])
     flat_t = shifted_targets(labels).reshape(-1)
-    liger = _liger_loss(hidden, head) if use_liger else None
-    if liger is not None and bool((flat_t != IGNORE).any()):
-        return liger(flat_h, flat_t)
-    fn = functools.partial(_head_ce, head)
-    total = None
-    for i in range(0, flat_t.numel(), chunk_size):
-        tg = flat_t[i : i + chunk_size]
-        if not bool((tg != IGNORE).any()):
-            continue
-        hs = flat_h[i : i + chunk_size]
-        part = checkpoint(fn, hs, tg, use_reentrant=False) if hs.requires_grad else fn(hs, tg)
-        total = part if total is None else total + part
-    if total is None:  # no labelled token: keep the head in the graph (every rank runs backward)
-        return head(flat_h[:1]).sum() * 0.0
-    return total
+
+    def loss_forward(h, t):
+        liger = _liger_loss(h) if use_liger else None
+        if liger is not None and bool((t != IGNORE).any()):
+            return liger(head.weight, h, t, bias=head.bias)
+        return _chunked_ce(h, head.weight, head.bias, t, chunk_size)
+
+    head.forward = loss_forward
+    try:
+        return head(flat_h, flat_t)
+    finally:
+        del head.forward
 
 
 def model_forward_hidden(model, batch: dict[str, Any]):
