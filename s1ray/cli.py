@@ -2,6 +2,7 @@
 
     s1ray pipeline|curate|traces|train|eval|serve --config PATH [dotted.key=value ...]
     s1ray tiny-model OUT_DIR [--seed N]
+    s1ray plan --config FILE [--gpu H100] [--strict] [key=value ...]
     s1ray generate --model PATH --prompt TEXT [--min-thinking-tokens N] [--max-thinking-tokens M]
                    [--num-waits K] [--format s1|think-tags] [--method ...] [--n N] [--json]
 
@@ -197,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--enforce-eager", action="store_true", help="skip torch.compile (faster start)")
     g.add_argument("--json", action="store_true", help="print one JSON object")
     g.set_defaults(func=_cmd_generate)
+
+    from s1ray.plan.cli import add_arguments as add_plan_arguments, run_plan
+
+    pl = sub.add_parser("plan", help="per-GPU memory, Ray resources and expected time of a config, offline")
+    add_plan_arguments(pl)
+    pl.set_defaults(func=run_plan)
     return p
 
 

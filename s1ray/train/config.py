@@ -128,7 +128,11 @@ class TrainConfig(S1Config):
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
         "auto", description="auto: flash_attention_2 on GPU when installed, else sdpa"
     )
-    loss_chunk_size: int = Field(4096, ge=1, description="tokens per chunk of the fp32 cross-entropy")
+    loss_impl: Literal["auto", "fused_chunked", "logits"] = Field(
+        "auto", description="fused_chunked: LM head + cross-entropy per chunk, the full logits never exist; "
+        "logits: the model's full logits, fp32 loss per chunk; auto: fused_chunked when block_size > loss_chunk_size"
+    )
+    loss_chunk_size: int = Field(1024, ge=1, description="tokens per chunk of the loss (and of the LM head when fused)")
 
     # -- DeepSpeed and cluster -------------------------------------------------------------
     zero_stage: Literal[2, 3] = 3

@@ -159,7 +159,8 @@ def train_func(loop_config: dict[str, Any]) -> None:
     from s1ray.train.data import total_steps as compute_total_steps
     from s1ray.train.export import export_done, export_from_engine
     from s1ray.train.metrics import MetricsSink
-    from s1ray.train.modeling import model_forward_logits, peak_tflops, step_flops, token_ce_sum
+    from s1ray.train.loss import batch_ce_sum, resolve_loss_impl
+    from s1ray.train.modeling import peak_tflops, step_flops
 
     data = loop_config["data"]
     if isinstance(data, ray.ObjectRef):
@@ -232,6 +233,7 @@ def train_func(loop_config: dict[str, Any]) -> None:
             log.info("resumed from %s at step %d/%d", path, start, total)
 
     peak, peak_source = peak_tflops(cfg.peak_tflops, cfg.use_gpu)
+    loss_impl = resolve_loss_impl(cfg.loss_impl, cfg.block_size, cfg.loss_chunk_size)
     sink = MetricsSink(cfg) if rank == 0 and (cfg.logging.wandb or cfg.logging.mlflow) else None
     metrics: dict[str, Any] = {}
     # The report window -- steps since the last report -- is the tail of ``history`` from here.
@@ -287,12 +289,11 @@ def train_func(loop_config: dict[str, Any]) -> None:
         ce_total = torch.zeros((), dtype=torch.float64, device=device)
         for b in batches:
             b = {k: v.to(device) for k, v in b.items()}
-            logits = model_forward_logits(engine, b)
-            ce = token_ce_sum(logits, b["labels"], cfg.loss_chunk_size)
+            ce = batch_ce_sum(engine, b, loss_impl, cfg.loss_chunk_size)
             engine.backward(ce * scale)
             engine.step()
             ce_total += ce.detach().double()
-            del logits, ce
+            del ce
         dist.all_reduce(ce_total)
         grad_norm = engine.get_global_grad_norm()
         if isinstance(grad_norm, torch.Tensor):
