@@ -126,7 +126,10 @@ class PipelineRunner:
         from s1ray.curation.pipeline import run_curation
 
         res = run_curation(self.curation_cfg())
-        return {"final_rows": res.final_rows, "dataset_dir": res.dataset_dir, "report_dir": res.report_dir,
+        used = ", ".join(res.eval_sets.get("used", {})) or "none"
+        skipped = ", ".join(f"{k} ({v})" for k, v in res.eval_sets.get("skipped", {}).items())
+        self.echo(f"[pipeline] curation: decontaminated against {used}" + (f"; skipped {skipped}" if skipped else ""))
+        return {"final_rows": res.final_rows, "eval_sets": res.eval_sets, "dataset_dir": res.dataset_dir, "report_dir": res.report_dir,
                 "stages": {k: {kk: v.get(kk) for kk in ("rows_in", "rows_out") if kk in v} for k, v in res.stages.items()}}
 
     def _heldout(self) -> dict:
