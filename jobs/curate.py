@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         res = run_curation(cfg)
+    except ConfigError as exc:  # inputs the driver checks before Ray starts: eval sets, output_dir
+        print(f"curate: {exc}", file=sys.stderr)
+        return 2
     except CurationError as exc:
         print(f"curate: FAILED: {exc}", file=sys.stderr)
         return 1

@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary = PipelineRunner(cfg).run()
+    except ConfigError as exc:  # inputs checked on the driver: eval sets, model paths, storage
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # noqa: BLE001 -- report, exit non-zero
         print(f"pipeline failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -809,4 +809,10 @@ class Pipeline:
 
 
 def run_curation(cfg: CurationConfig) -> CurationResult:
-    return Pipeline(cfg).run()
+    """Run ``cfg``; a relative ``output_dir`` resolves under ``$S1RAY_STORAGE`` (:mod:`s1ray.storage`)."""
+    from s1ray.storage import announce, resolve_output
+
+    cfg = cfg.model_copy(update={"output_dir": resolve_output(cfg.output_dir, "output_dir")})
+    res = Pipeline(cfg).run()
+    announce(f"curation {cfg.name}", cfg.output_dir)
+    return res

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from s1ray.pipeline.config import PipelineConfig
+from s1ray.storage import announce
 
 
 def _atomic_json(path: Path, data: dict) -> None:
@@ -219,6 +220,7 @@ class PipelineRunner:
             self.summary["stages"][stage] = record
             self.echo(f"[pipeline] {stage}: done in {wall:.1f} s")
         _atomic_json(self.work / "summary.json", self.summary)
+        announce(f"pipeline {self.cfg.name}", str(self.work), self.echo)
         return self.summary
 
 
