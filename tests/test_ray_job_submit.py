@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def cluster_env() -> dict[str, str]:
     return env
 
 
-def start_head() -> tuple[subprocess.Popen, str]:
+def start_head() -> tuple[subprocess.Popen, str, int, str]:
     temp = tempfile.mkdtemp(prefix="s1rj", dir="/tmp")  # short: Ray's socket paths live under it
     gcs, dash, agent_http, agent_grpc, client, rt_agent, metrics, nm, om = free_ports(9)
     head = subprocess.Popen(
@@ -61,10 +62,10 @@ def start_head() -> tuple[subprocess.Popen, str]:
          f"--object-manager-port={om}", "--num-cpus=2", f"--object-store-memory={400 * 1024**2}",
          f"--temp-dir={temp}", "--disable-usage-stats"],
         env=cluster_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    return head, f"http://127.0.0.1:{dash}"
+    return head, f"http://127.0.0.1:{dash}", agent_http, temp
 
 
-def stop_head(head: subprocess.Popen) -> None:
+def stop_head(head: subprocess.Popen, temp: str) -> None:
     """Only this cluster's processes: the blocking `ray start` and everything below it (never
     `ray stop`, which stops every Ray on the machine)."""
     import psutil
@@ -81,36 +82,43 @@ def stop_head(head: subprocess.Popen) -> None:
     head.terminate()
     psutil.wait_procs(procs, timeout=30)
     head.wait(timeout=30)
+    shutil.rmtree(temp, ignore_errors=True)
 
 
-def jobs_api_up(head: subprocess.Popen, address: str, timeout: float = 300) -> bool:
-    """Poll until the Jobs API answers (True) or `ray start --block` exits (False): on a loaded
-    machine the raylet can give up on a slow dashboard agent, and the head then stops itself."""
+def jobs_api_up(head: subprocess.Popen, address: str, agent_port: int, timeout: float = 300) -> bool:
+    """Poll until the Jobs API and the head's dashboard agent both answer (True), or `ray start
+    --block` exits (False): on a crowded machine the raylet can give up on a slow dashboard agent,
+    and the head then stops itself."""
+    import urllib.request
+
     from ray.job_submission import JobSubmissionClient
 
     deadline = time.monotonic() + timeout
     while head.poll() is None and time.monotonic() < deadline:
         try:
             JobSubmissionClient(address).list_jobs()
-            return True
+            with urllib.request.urlopen(f"http://127.0.0.1:{agent_port}/api/healthz", timeout=10) as r:
+                if r.status == 200 and head.poll() is None:
+                    return True
         except Exception:
-            time.sleep(1)
+            pass
+        time.sleep(1)
     return False
 
 
 @pytest.fixture(scope="module")
 def cluster():
     for _attempt in range(4):
-        head, address = start_head()
-        if jobs_api_up(head, address):
+        head, address, agent_port, temp = start_head()
+        if jobs_api_up(head, address, agent_port):
             break
-        stop_head(head)
+        stop_head(head, temp)
     else:
         pytest.fail("a local Ray head with the Jobs API did not come up in 4 attempts")
     try:
         yield address
     finally:
-        stop_head(head)
+        stop_head(head, temp)
 
 
 @pytest.fixture(scope="module")
