@@ -284,9 +284,20 @@ def test_msc_labels_and_domain_code_parsing():
     from s1ray.curation.domains import load_msc, msc_labels
     from s1ray.curation.llm import parse_domain_code, parse_judge
 
-    msc = load_msc(SHARED / "msc.json") if (SHARED / "msc.json").exists() else pytest.skip("no msc.json")
-    labels = msc_labels(msc)
-    assert len(labels) == 61 and labels[0][0] == "03 Mathematical logic and foundations"
+    from s1ray.curation.config import DomainsConfig
+    from s1ray.curation.domains import domain_labels
+
+    # s1ray's own list: MSC2020's 63 top-level classes; the default leaves out 00 and 01 as s1 did.
+    full = load_msc()
+    assert len(full) == 63 and len({d["code"] for d in full}) == 63
+    assert {d["code"]: d["title"] for d in full}["91"].startswith("Game theory, economics, finance")
+    labels = domain_labels(DomainsConfig(method="embedding").model_dump())
+    assert len(labels) == 61 and labels[0] == ("03 Mathematical logic and foundations",
+                                               "Mathematical logic and foundations")
+    msc = load_msc(exclude=["00", "01"])
+    assert msc_labels(msc) == labels
+    with pytest.raises(ValueError, match="domains.msc_path: .*nowhere.json.* does not exist"):
+        load_msc("/nowhere.json")
     codes = [d["code"] for d in msc]
     assert parse_domain_code("Code: 11", codes) == "11"
     assert parse_domain_code("I think **Code: 60** (probability); not 99", codes) == "60"
@@ -331,3 +342,28 @@ def test_config_errors_name_fields():
         load_config(CurationConfig, base, ["selection.method=best"])
     cfg = load_config(CurationConfig, base, ["until=dedupe", "quality.traces=[]"])
     assert cfg.until == "dedupe"
+
+
+def test_miniature_heldout_eval_set_and_optional_sets(tmp_path, monkeypatch):
+    """The miniature decontaminates against its own held-out problems (short questions: matched
+    by exact text); an optional set is used where S1RAY_DATA_DIR has it and skipped, saying why,
+    where it does not; a required set nobody supplies names its field."""
+    from s1ray.config import ConfigError
+    from s1ray.curation.config import DecontamConfig
+    from s1ray.curation.evalsets import resolve_eval_sets
+    from s1ray.miniature.problems import heldout_problems, make_pool
+
+    (tmp_path / "aime24.jsonl").write_text(json.dumps({"id": "a", "problem": "An AIME problem " * 3}) + "\n")
+    monkeypatch.setenv("S1RAY_DATA_DIR", str(tmp_path))
+    cfg = DecontamConfig(eval_sets=[{"name": "heldout", "kind": "miniature_heldout"},
+                                    {"name": "math500", "optional": True}, {"name": "aime24", "optional": True}])
+    sets = resolve_eval_sets(cfg)
+    assert sets.used == {"heldout": "the miniature's held-out problems", "aime24": str(tmp_path / "aime24.jsonl")}
+    assert list(sets.skipped) == ["math500"] and "no math500.jsonl in S1RAY_DATA_DIR" in sets.skipped["math500"]
+    index = F.EvalIndex(sets.questions, 8)
+    held = heldout_problems()[5].question
+    assert index.match(held)[0] == "heldout"
+    assert not any(index.match(p.question) for p in make_pool(200))
+    monkeypatch.delenv("S1RAY_DATA_DIR")
+    with pytest.raises(ConfigError, match=r"^decontamination.eval_sets\[0\]: 'mine' is not a known eval set"):
+        resolve_eval_sets(DecontamConfig(eval_sets=[{"name": "mine", "hf_name": None, "path": None}]))

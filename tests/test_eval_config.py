@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 
 import httpx
 import pytest
@@ -23,7 +24,10 @@ def test_budgets_shorthand_labels_and_defaults():
     assert c.voting_budget().label == "4-none"  # no cap counts as the largest
     assert cfg().voting_budget().label == "48"
     assert cfg(vote_budget=16).voting_budget().max == 16
-    assert c.datasets[0].name == "math500" and c.resolved_output_dir() == "runs/eval/eval"
+    assert c.datasets[0].name == "math500"
+    # relative: under $S1RAY_STORAGE when set, else the current directory (s1ray.storage)
+    base = os.environ.get("S1RAY_STORAGE") or os.getcwd()
+    assert c.resolved_output_dir() == os.path.join(os.path.realpath(base), "runs/eval/eval")
     assert cfg(n_votes=[4, 1, 2, 2]).n_votes == [1, 2, 4]
 
 

@@ -2,6 +2,10 @@
 
 import csv
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from collections import Counter
 
 import pytest
@@ -35,7 +39,14 @@ def gpqa_csv(tmp_path):
     return p
 
 
-# ------------------------------------------------------------------ shipped files
+_DATA = data.default_data_dir()
+# The real MATH500/AIME24 files: CI keeps them in S1RAY_DATA_DIR (../shared/data); s1ray ships none.
+needs_data = pytest.mark.skipif(not (_DATA and (_DATA / "math500.jsonl").is_file() and (_DATA / "aime24.jsonl").is_file()),
+                                reason="S1RAY_DATA_DIR does not hold math500.jsonl and aime24.jsonl")
+
+
+# ------------------------------------------------------------------ the real files
+@needs_data
 def test_shipped_math500_and_aime24():
     m = load_dataset_items("math500")
     a = load_dataset_items("aime24")
@@ -57,14 +68,62 @@ def test_data_dir_override(tmp_path, monkeypatch):
     [item] = load_dataset_items("aime24")
     assert (item.id, item.answer, item.kind) == ("x", "002", "aime")
     monkeypatch.setenv("S1RAY_DATA_DIR", str(tmp_path / "nowhere"))
-    with pytest.raises(DataError, match="S1RAY_DATA_DIR"):
+
+    def no_hub(name, *a):  # a fault at the network boundary: this machine has no hub
+        raise data.HubError(f"could not load {name!r}", "ConnectionError: offline")
+
+    monkeypatch.setattr(data, "load_hub", no_hub)
+    with pytest.raises(DataError, match="no math500.jsonl in S1RAY_DATA_DIR"):
         load_dataset_items("math500")
 
 
-def test_default_data_dir_is_beside_the_repo(monkeypatch):
-    monkeypatch.delenv("S1RAY_DATA_DIR", raising=False)
-    d = data.default_data_dir()
-    assert d.parts[-2:] == ("shared", "data") and (d / "math500.jsonl").is_file()
+def test_no_data_dir_by_default_and_a_missing_set_says_the_three_ways(tmp_path):
+    """No S1RAY_DATA_DIR and the hub offline (a plain clone without network), in a fresh process
+    (the hub libraries read the offline switch on import): one line naming the config field and
+    the three ways to supply the set."""
+    code = textwrap.dedent("""
+        from s1ray.eval import data
+        assert data.default_data_dir() is None
+        try:
+            data.load_dataset_items("math500", where="datasets[1]")
+        except data.DataError as exc:
+            print(exc)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "S1RAY_DATA_DIR"}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))  # an empty cache
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    msg = out.stdout.strip()
+    assert "\n" not in msg and msg.startswith("datasets[1]: eval set 'math500' not found"), msg
+    for way in ("`path:`", "S1RAY_DATA_DIR is not set", "S1RAY_DATA_DIR (a folder holding math500.jsonl)",
+                "HuggingFaceH4/MATH-500", "the hub has no copy reachable"):
+        assert way in msg
+
+
+def test_a_missing_path_names_the_field(tmp_path):
+    with pytest.raises(DataError, match=r"datasets\.path: eval set 'aime24': file .*nope\.jsonl.* does not exist"):
+        load_dataset_items("aime24", path=tmp_path / "nope.jsonl")
+
+
+def test_resolution_order_path_then_data_dir_then_hub(tmp_path, monkeypatch):
+    """An explicit path wins over S1RAY_DATA_DIR, which wins over the hub; the hub is asked
+    (under its public id, with its own id column) only when neither has the set."""
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text(json.dumps({"id": "p", "problem": "mine?", "answer": "1"}) + "\n")
+    (tmp_path / "math500.jsonl").write_text(json.dumps({"id": "d", "problem": "dir?", "answer": "2"}) + "\n")
+    monkeypatch.setenv("S1RAY_DATA_DIR", str(tmp_path))
+    calls = []
+    hub_row = {"unique_id": "test/algebra/1.json", "problem": "hub?", "answer": "3"}
+    monkeypatch.setattr(data, "load_hub", lambda *a: calls.append(a) or [hub_row])
+    assert [i.id for i in load_dataset_items("math500", path=mine)] == ["p"]
+    assert [i.id for i in load_dataset_items("math500")] == ["d"]
+    assert calls == []
+    monkeypatch.delenv("S1RAY_DATA_DIR")
+    [item] = load_dataset_items("math500")
+    assert (item.id, item.question, item.kind) == ("test/algebra/1.json", "hub?", "math")
+    assert calls == [("HuggingFaceH4/MATH-500", None, "test")]
+    load_dataset_items("aime24")
+    assert calls[-1] == ("HuggingFaceH4/aime_2024", None, "train")
 
 
 # ------------------------------------------------------------------ GPQA
@@ -109,6 +168,7 @@ def test_gpqa_shuffle_is_deterministic_by_seed_and_id(gpqa_csv, tmp_path):
     assert data.shuffle_choices("R", ["w1", "w2", "w3"], 5, "id-1") == (ch, gold)
 
 
+@needs_data
 def test_gpqa_missing_columns_and_no_hub_without_asking(tmp_path, monkeypatch):
     p = tmp_path / "bad.csv"
     p.write_text("Question,Correct Answer\nq,a\n")
@@ -117,7 +177,7 @@ def test_gpqa_missing_columns_and_no_hub_without_asking(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(data, "load_hub", lambda *a: calls.append(a) or fake_gpqa_rows(3))
     load_dataset_items("math500", limit=2)
-    assert calls == []  # shipped data never touches the hub
+    assert calls == []  # a copy in S1RAY_DATA_DIR never touches the hub
     items = load_dataset_items("gpqa_diamond")  # no path: the hub, gated set, by name
     assert calls == [("Idavidrein/gpqa", "gpqa_diamond", "train")] and len(items) == 3
 
@@ -176,7 +236,7 @@ def test_file_formats_and_errors(tmp_path):
         load_dataset_items("c", path=tmp_path / "c.txt")
     with pytest.raises(DataError, match="does not exist"):
         load_dataset_items("d", path=tmp_path / "none.jsonl")
-    with pytest.raises(DataError, match="not a shipped dataset"):
+    with pytest.raises(DataError, match="not a known eval set"):
         load_dataset_items("my_private_set")
     import pyarrow as pa
     import pyarrow.parquet as pq

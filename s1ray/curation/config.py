@@ -111,9 +111,27 @@ class DedupeConfig(S1Config):
 
 
 class EvalSetConfig(S1Config):
+    """An evaluation set to decontaminate against. A known set (math500, aime24, gpqa_diamond) is
+    found by name: ``path``, else ``$S1RAY_DATA_DIR/<name>.jsonl``, else its public HF hub id
+    (:mod:`s1ray.eval.data`). ``kind: miniature_heldout`` is the miniature's held-out problems."""
+
     name: str
-    path: str = Field(description="jsonl/json/parquet file with the evaluation questions")
+    kind: Literal["dataset", "miniature_heldout"] = "dataset"
+    path: str | None = Field(None, description="jsonl/json/csv/parquet file; None: by name (see above)")
+    hf_name: str | None = Field(None, description="a HF hub dataset instead (network)")
+    hf_config: str | None = None
+    split: str | None = None
     field: str = Field("problem", description="column holding the question text")
+    optional: bool = Field(
+        False, description="use the set only where `path` or S1RAY_DATA_DIR has it (the hub is not asked); "
+        "the run's summary lists the sets used and skipped"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "EvalSetConfig":
+        if self.kind == "miniature_heldout" and (self.path or self.hf_name):
+            raise ValueError("kind miniature_heldout takes no path or hf_name")
+        return self
 
 
 class DecontamConfig(S1Config):
@@ -128,6 +146,12 @@ class DecontamConfig(S1Config):
         "'express your answer as a common fraction in lowest terms' (in dozens of MATH500 questions) are not "
         "leaks; 0 = s1's plain rule (every shared n-gram counts)"
     )
+
+    @field_validator("eval_sets")
+    @classmethod
+    def _unique(cls, v: list[EvalSetConfig]) -> list[EvalSetConfig]:
+        check_unique_names([e.name for e in v], "eval set")
+        return v
 
 
 # ------------------------------------------------------------------------------- traces / quality
@@ -344,7 +368,12 @@ class EmbeddingConfig(S1Config):
 class DomainsConfig(S1Config):
     method: Literal["field", "embedding", "llm"] = "field"
     field: str = Field("source", description="method field: a column, or metadata.<key>")
-    msc_path: str = Field("../shared/data/msc.json", description="the MSC list (embedding/llm labels)")
+    msc_path: str | None = Field(
+        None, description="the MSC list (embedding/llm labels); None: s1ray's own MSC2020 top-level list"
+    )
+    msc_exclude: list[str] = Field(
+        default_factory=lambda: ["00", "01"], description="MSC codes that are no question's domain (s1: 00, 01)"
+    )
     labels: list[DomainLabel] | None = Field(None, description="embedding/llm: your own labels instead of MSC")
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     llm: EndpointConfig | None = None

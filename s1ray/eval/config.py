@@ -166,4 +166,7 @@ class EvalConfig(S1Config):
         return max(self.budgets, key=lambda b: (b.max is None, b.max or 0))
 
     def resolved_output_dir(self) -> str:
-        return self.output_dir.format(name=self.name)
+        """``output_dir`` with ``{name}``, a relative one under ``$S1RAY_STORAGE`` (:mod:`s1ray.storage`)."""
+        from s1ray.storage import resolve_output
+
+        return resolve_output(self.output_dir.format(name=self.name), "output_dir")

@@ -1,4 +1,4 @@
-"""Evaluation data: AIME24/MATH500 (shipped), GPQA Diamond (hub or local copy), custom files.
+"""Evaluation data: AIME24/MATH500, GPQA Diamond (hub or local copy), custom files.
 
 Pure module (no Ray, no vLLM). Everything becomes one schema, :class:`EvalItem`:
 
@@ -11,13 +11,16 @@ Pure module (no Ray, no vLLM). Everything becomes one schema, :class:`EvalItem`:
 Where data comes from (first match wins):
 
 1. ``path``: a local ``.jsonl``/``.json``/``.csv``/``.parquet`` file;
-2. ``hf_name``: the HF hub via ``datasets.load_dataset`` (only when asked: needs network and,
-   for gated sets like GPQA, the user's token in ``HF_TOKEN``);
-3. a shipped file: ``<data dir>/<name>.jsonl`` (aime24, math500; aime25 where shipped), where
-   the data dir is ``$S1RAY_DATA_DIR`` or ``../shared/data`` beside the repository;
-4. ``gpqa_diamond`` with neither: the hub's ``Idavidrein/gpqa`` (config ``gpqa_diamond``).
+2. ``hf_name``: a HF hub dataset the config names (``datasets.load_dataset``; network);
+3. ``$S1RAY_DATA_DIR/<name>.jsonl`` for a known set (aime24, math500, aime25), when the
+   variable is set and the file is there (machines without network keep copies there);
+4. a known set's public hub id (:data:`HUB_IDS`: MATH500 is ``HuggingFaceH4/MATH-500``, AIME24
+   ``HuggingFaceH4/aime_2024``, GPQA Diamond ``Idavidrein/gpqa``, gated: the user's token in
+   ``HF_TOKEN``).
 
-GPQA Diamond is never shipped (its authors ask that it not be posted in plain text).
+Nothing is bundled with s1ray: a set none of these supplies is a :class:`DataError` whose one
+line names the config field and the three ways to supply it. GPQA Diamond must never be posted
+in plain text (its authors ask so): it comes from the hub or the user's own copy.
 """
 
 from __future__ import annotations
@@ -41,11 +44,17 @@ GPQA_INCORRECT = ("Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 
 GPQA_ID = "Record ID"
 MCQ_INSTRUCTION = "Answer with the letter of the correct choice."
 
-# Shipped datasets: name -> (kind, id field, question field, answer field).
+# Known datasets: name -> (kind, id field, question field, answer field) of their jsonl files.
 BUILTIN: dict[str, tuple[str, str, str, str]] = {
     "aime24": ("aime", "id", "problem", "answer"),
     "aime25": ("aime", "id", "problem", "answer"),
     "math500": ("math", "id", "problem", "answer"),
+}
+# Their public hub copies: name -> (hub id, config, split, id column there).
+HUB_IDS: dict[str, tuple[str, str | None, str, str]] = {
+    "math500": ("HuggingFaceH4/MATH-500", None, "test", "unique_id"),
+    "aime24": ("HuggingFaceH4/aime_2024", None, "train", "id"),
+    "gpqa_diamond": (GPQA_HUB[0], GPQA_HUB[1], GPQA_HUB[2], GPQA_ID),
 }
 
 
@@ -63,12 +72,58 @@ class EvalItem:
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
-def default_data_dir() -> Path:
-    """``$S1RAY_DATA_DIR``, else ``../shared/data`` beside this repository."""
+def default_data_dir() -> Path | None:
+    """``$S1RAY_DATA_DIR`` (None when unset: s1ray ships no data)."""
     env = os.environ.get("S1RAY_DATA_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return Path(env) if env else None
+
+
+def _missing(name: str, where: str, tried: list[str]) -> DataError:
+    if name not in BUILTIN and name not in HUB_IDS:
+        known = sorted({*BUILTIN, *HUB_IDS})
+        return DataError(f"{where}: {name!r} is not a known eval set ({', '.join(known)}): give `path:` "
+                         "(a local file) or `hf_name:` (a HF hub dataset)")
+    hub = HUB_IDS.get(name)
+    hub_way = f"let it load from the HF hub as {hub[0]} (network)" if hub else "give `hf_name:` (a HF hub dataset)"
+    return DataError(
+        f"{where}: eval set {name!r} not found ({'; '.join(tried)}). Supply it one of three ways: `path:` "
+        f"(a local file), S1RAY_DATA_DIR (a folder holding {name}.jsonl), or {hub_way}"
+    )
+
+
+def resolve_rows(
+    name: str,
+    path: str | Path | None = None,
+    hf_name: str | None = None,
+    hf_config: str | None = None,
+    split: str | None = None,
+    data_dir: str | Path | None = None,
+    where: str = "datasets",
+) -> tuple[list[dict[str, Any]], str, str | None]:
+    """(rows, where they came from, the id column) of one eval set, by the module's order.
+    ``where`` names the config field in errors (e.g. ``decontamination.eval_sets[0]``)."""
+    if path is not None:
+        if not Path(path).is_file():
+            raise DataError(f"{where}.path: eval set {name!r}: file {str(path)!r} does not exist")
+        return read_records(path), str(path), None
+    if hf_name is not None:
+        return load_hub(hf_name, hf_config, split or "test"), f"hf:{hf_name}", None
+    tried = ["no `path:`"]
+    d = Path(data_dir) if data_dir is not None else default_data_dir()
+    if name in BUILTIN:
+        if d is None:
+            tried.append("S1RAY_DATA_DIR is not set")
+        elif (d / f"{name}.jsonl").is_file():
+            return read_records(d / f"{name}.jsonl"), str(d / f"{name}.jsonl"), None
+        else:
+            tried.append(f"no {name}.jsonl in S1RAY_DATA_DIR={str(d)!r}")
+    hub = HUB_IDS.get(name)
+    if hub is not None:
+        try:
+            return load_hub(hub[0], hub[1], split or hub[2]), f"hf:{hub[0]}", hub[3]
+        except HubError as exc:
+            tried.append(f"the hub has no copy reachable: {exc.reason}")
+    raise _missing(name, where, tried)
 
 
 # ------------------------------------------------------------------ file reading
@@ -105,17 +160,27 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     raise DataError(f"{p}: unsupported file type {suffix!r} (use .jsonl, .json, .csv or .parquet)")
 
 
+class HubError(DataError):
+    """A hub dataset could not be loaded; ``reason`` is the hub's answer in one line."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def load_hub(name: str, config: str | None = None, split: str = "test") -> list[dict[str, Any]]:
     """Rows of a HF hub dataset (network; gated sets read the token from ``HF_TOKEN``)."""
     try:
         import datasets
 
         ds = datasets.load_dataset(name, config, split=split, token=os.environ.get("HF_TOKEN") or None)
-    except Exception as exc:  # network, auth, unknown name: say what to do instead
-        raise DataError(
-            f"could not load {name!r} (config {config!r}, split {split!r}) from the HF hub: "
-            f"{type(exc).__name__}: {exc}. Give a local copy with `path:` instead"
-            + (" (GPQA is gated: accept its terms on the hub and set HF_TOKEN)" if "gpqa" in name.lower() else "")
+    except Exception as exc:  # network, offline mode, auth, unknown name: say what to do instead
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        raise HubError(
+            f"could not load {name!r} (config {config!r}, split {split!r}) from the HF hub: {reason}. "
+            "Give a local copy with `path:` instead"
+            + (" (GPQA is gated: accept its terms on the hub and set HF_TOKEN)" if "gpqa" in name.lower() else ""),
+            reason,
         ) from None
     return [dict(r) for r in ds]
 
@@ -205,27 +270,13 @@ def load_dataset_items(
     limit: int | None = None,
     seed: int = 0,
     data_dir: str | Path | None = None,
+    where: str = "datasets",
 ) -> list[EvalItem]:
     """Load one dataset as :class:`EvalItem` s (see the module docstring for the sources)."""
     is_gpqa = name.startswith("gpqa") or kind == "mcq"
-    if path is not None:
-        rows = read_records(path)
-    elif hf_name is not None:
-        rows = load_hub(hf_name, hf_config, split or ("train" if is_gpqa else "test"))
-    elif name in BUILTIN:
-        f = Path(data_dir) if data_dir is not None else default_data_dir()
-        f = f / f"{name}.jsonl"
-        if not f.is_file():
-            raise DataError(
-                f"{name}: shipped file {str(f)!r} not found; set S1RAY_DATA_DIR, give `path:` or `hf_name:`"
-            )
-        rows = read_records(f)
-    elif name == "gpqa_diamond":
-        rows = load_hub(*GPQA_HUB[:2], split or GPQA_HUB[2])
-    else:
-        raise DataError(
-            f"{name}: not a shipped dataset ({sorted(BUILTIN)} or gpqa_diamond); give `path:` or `hf_name:`"
-        )
+    if split is None and hf_name is not None and is_gpqa:
+        split = "train"
+    rows, _, hub_id = resolve_rows(name, path, hf_name, hf_config, split, data_dir, where)
     if limit is not None:
         rows = rows[:limit]
     if is_gpqa and (not rows or GPQA_CORRECT in rows[0]):
@@ -239,6 +290,6 @@ def load_dataset_items(
         kind or b_kind,
         question_field or b_q,
         answer_field or b_a,
-        id_field if id_field is not None else b_id,
+        id_field if id_field is not None else (hub_id or b_id),
         prompt_template,
     )

@@ -334,11 +334,15 @@ def check_setup(out_dir: Path, cfg: EvalConfig) -> None:
 
 def run_sweep(cfg: EvalConfig, backend=None, report: bool = True) -> SweepResult:
     """Plan, skip what is done, generate the rest, write reports. ``backend``: inject one (tests)."""
+    from s1ray.storage import announce, check_model
+
     out_dir = Path(cfg.resolved_output_dir())
+    if cfg.engine is not None:  # before any engine actor starts
+        check_model(cfg.engine.model, "engine.model")
+    specs = plan_sweep(cfg, load_items(cfg))
     out_dir.mkdir(parents=True, exist_ok=True)
     res = SweepResult(out_dir)
     check_setup(out_dir, cfg)
-    specs = plan_sweep(cfg, load_items(cfg))
     res.planned = len(specs)
     done = {sample_key(r) for r in read_samples(out_dir / SAMPLES_FILE)}
     pending = [s for s in specs if s.key not in done]
@@ -358,6 +362,7 @@ def run_sweep(cfg: EvalConfig, backend=None, report: bool = True) -> SweepResult
                 ray.shutdown()
     if report:
         write_reports(cfg, {s.key for s in specs}, res)
+    announce(f"eval {cfg.name}", str(out_dir))
     return res
 
 

@@ -65,4 +65,7 @@ class PipelineConfig(S1Config):
         return self
 
     def resolved_work_dir(self) -> str:
-        return self.work_dir.format(name=self.name)
+        """``work_dir`` with ``{name}``, a relative one under ``$S1RAY_STORAGE`` (:mod:`s1ray.storage`)."""
+        from s1ray.storage import resolve_output
+
+        return resolve_output(self.work_dir.format(name=self.name), "work_dir")

@@ -18,7 +18,11 @@ def stage_summary(stage: str, result: dict[str, Any]) -> str:
     if stage == "curation":
         st = r.get("stages", {})
         first = next(iter(st.values()), {}).get("rows_in", "?")
-        return f"{first} questions -> {r.get('final_rows')} selected; dataset {r.get('dataset_dir')}"
+        sets = r.get("eval_sets", {})
+        used = ", ".join(sets.get("used", {})) or "none"
+        skipped = ", ".join(f"{k} ({v})" for k, v in sets.get("skipped", {}).items())
+        return (f"{first} questions -> {r.get('final_rows')} selected; decontaminated against {used}"
+                + (f" (skipped {skipped})" if skipped else "") + f"; dataset {r.get('dataset_dir')}")
     if stage == "candidates":
         return f"questions {r.get('questions')}"
     if stage in ("traces", "solver"):

@@ -20,6 +20,7 @@ from typing import Any
 from s1ray.console import captured, say, tail
 from s1ray.pipeline.config import PipelineConfig
 from s1ray.pipeline.report import stage_summary
+from s1ray.storage import announce
 
 
 def _atomic_json(path: Path, data: dict) -> None:
@@ -132,7 +133,7 @@ class PipelineRunner:
         from s1ray.curation.pipeline import run_curation
 
         res = run_curation(self.curation_cfg())
-        return {"final_rows": res.final_rows, "dataset_dir": res.dataset_dir, "report_dir": res.report_dir,
+        return {"final_rows": res.final_rows, "eval_sets": res.eval_sets, "dataset_dir": res.dataset_dir, "report_dir": res.report_dir,
                 "stages": {k: {kk: v.get(kk) for kk in ("rows_in", "rows_out") if kk in v} for k, v in res.stages.items()}}
 
     def _heldout(self) -> dict:
@@ -223,6 +224,7 @@ class PipelineRunner:
                 with captured(self.logs_dir / "ray_shutdown.log"):
                     ray.shutdown()
         _atomic_json(self.work / "summary.json", self.summary)
+        announce(f"pipeline {self.cfg.name}", str(self.work), self.echo)
         return self.summary
 
     def _run_stage(self, stage: str, h: str, marker: Path) -> None:

@@ -170,10 +170,15 @@ def _generate(cfg: TracesConfig, pending: list[dict[str, Any]], sink, transport=
 def run_traces(cfg: TracesConfig, *, transport=None, on_row=None) -> TracesResult:
     """Run the job described by ``cfg`` (see the module docstring). ``transport``: an httpx
     transport for API teachers (tests); ``on_row``: called with every new row (benchmarks)."""
+    from s1ray.storage import announce, check_model, resolve_output
+
+    cfg = cfg.model_copy(update={"output_dir": resolve_output(cfg.output_dir, "output_dir")})
     if cfg.teacher.kind == "api":
         from s1ray.traces.api import api_key
 
         api_key(cfg.teacher)  # no key: fail now, before reading anything
+    else:  # before any engine actor starts
+        check_model(cfg.teacher.model, "teacher.model")
     questions = read_questions(cfg.input)
     units = make_units(questions, cfg.samples_per_question)
     writer = ShardWriter(cfg.output_dir, cfg.output_format, cfg.shard_size, cfg.generation_fingerprint(),
@@ -219,6 +224,7 @@ def run_traces(cfg: TracesConfig, *, transport=None, on_row=None) -> TracesResul
     missing = [u for u in pending if unit_key(u) not in writer.done]
     el = progress.elapsed()
     rows_s, tok_s = progress.rates()
+    announce(f"traces {cfg.name}", cfg.output_dir)
     res = TracesResult(
         output_dir=cfg.output_dir, total=len(units), already_done=len(units) - len(pending),
         generated=writer.rows_written, ok=writer.rows_ok, errors=writer.rows_err,

@@ -42,13 +42,17 @@ def _abs_if_local(value: str | None) -> str | None:
 
 def resolve_paths(cfg: TrainConfig) -> TrainConfig:
     """Make local paths absolute on the driver (workers may run in another directory)."""
+    from s1ray.storage import check_model, resolve_output
+
+    check_model(cfg.model, "model")
+    if cfg.tokenizer:
+        check_model(cfg.tokenizer, "tokenizer")
     upd: dict[str, Any] = {
         "model": _abs_if_local(cfg.model),
         "tokenizer": _abs_if_local(cfg.tokenizer),
-        "storage_path": cfg.storage_path if "://" in cfg.storage_path else str(Path(cfg.storage_path).expanduser().resolve()),
-        "export_dir": None if cfg.export_dir is None else (
-            cfg.export_dir if "://" in cfg.export_dir else str(Path(cfg.export_dir).expanduser().resolve())
-        ),
+        # relative ones under $S1RAY_STORAGE (local or s3://: Ray Train and the export speak URIs)
+        "storage_path": resolve_output(cfg.storage_path, "storage_path", uri_ok=True),
+        "export_dir": None if cfg.export_dir is None else resolve_output(cfg.export_dir, "export_dir", uri_ok=True),
         "torch_extensions_dir": None if cfg.torch_extensions_dir is None else str(Path(cfg.torch_extensions_dir).expanduser().resolve()),
     }
     out = cfg.model_copy(update=upd)
@@ -150,6 +154,9 @@ def run(cfg: TrainConfig, echo=print, ray_init: dict[str, Any] | None = None) ->
     if err is not None:
         raise err
     ckpt = result.checkpoint.path if result.checkpoint is not None else None
+    from s1ray.storage import announce
+
+    announce(f"train {cfg.name}", f"{cfg.storage_path.rstrip('/')}/{cfg.name} (model: {cfg.resolved_export_dir()})", echo)
     return TrainRun(
         metrics=dict(result.metrics or {}),
         checkpoint=ckpt,

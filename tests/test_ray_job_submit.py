@@ -1,0 +1,209 @@
+"""`ray job submit --working-dir .` as the docs write it, against a local Ray cluster this test
+starts (`ray start --head`, its own ports and temp dir) and stops (its own processes only).
+
+The working dir is a copy of the checkout as git sees it, plus what a user's checkout also has
+beside the tracked files: a local model under `.tiny/`, a `.venv/`, `runs/` and caches. What Ray
+uploads is listed by a job; the eval of a model that exists only on the submitting machine fails
+on the driver with the line that says what to do; with an absolute model path and S1RAY_STORAGE
+the eval and (a reduced) pipeline miniature write their outputs there and say so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from test_plain_clone import checkout_copy
+
+pytestmark = [pytest.mark.ray, pytest.mark.vllm, pytest.mark.timeout(2400)]  # a crowded 2-core box is slow
+
+RAY = str(Path(sys.executable).with_name("ray"))
+SHARED_DATA = os.environ.get("S1RAY_DATA_DIR")
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def cluster_env() -> dict[str, str]:
+    drop = {"PYTHONPATH", "S1RAY_DATA_DIR", "S1RAY_STORAGE", "RAY_ADDRESS"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}", RAY_AUTH_MODE="disabled",
+               VLLM_CPU_KVCACHE_SPACE="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
+               HF_DATASETS_OFFLINE="1",
+               # a loaded 2-core CI box: the raylet waits for the dashboard agent longer than its default
+               RAY_agent_register_timeout_ms="300000")
+    return env
+
+
+def start_head() -> tuple[subprocess.Popen, str, int, str]:
+    temp = tempfile.mkdtemp(prefix="s1rj", dir="/tmp")  # short: Ray's socket paths live under it
+    gcs, dash, agent_http, agent_grpc, client, rt_agent, metrics, nm, om = free_ports(9)
+    head = subprocess.Popen(
+        [RAY, "start", "--head", "--block", f"--port={gcs}", "--include-dashboard=true",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--dashboard-agent-listen-port={agent_http}",
+         f"--dashboard-agent-grpc-port={agent_grpc}", f"--ray-client-server-port={client}",
+         f"--runtime-env-agent-port={rt_agent}", f"--metrics-export-port={metrics}", f"--node-manager-port={nm}",
+         f"--object-manager-port={om}", "--num-cpus=2", f"--object-store-memory={400 * 1024**2}",
+         f"--temp-dir={temp}", "--disable-usage-stats"],
+        env=cluster_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return head, f"http://127.0.0.1:{dash}", agent_http, temp
+
+
+def stop_head(head: subprocess.Popen, temp: str) -> None:
+    """Only this cluster's processes: the blocking `ray start` and everything below it (never
+    `ray stop`, which stops every Ray on the machine)."""
+    import psutil
+
+    try:
+        procs = psutil.Process(head.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        procs = []
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    head.terminate()
+    psutil.wait_procs(procs, timeout=30)
+    head.wait(timeout=30)
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def jobs_api_up(head: subprocess.Popen, address: str, agent_port: int, timeout: float = 300) -> bool:
+    """Poll until the Jobs API and the head's dashboard agent both answer (True), or `ray start
+    --block` exits (False): on a crowded machine the raylet can give up on a slow dashboard agent,
+    and the head then stops itself."""
+    import urllib.request
+
+    from ray.job_submission import JobSubmissionClient
+
+    deadline = time.monotonic() + timeout
+    while head.poll() is None and time.monotonic() < deadline:
+        try:
+            JobSubmissionClient(address).list_jobs()
+            with urllib.request.urlopen(f"http://127.0.0.1:{agent_port}/api/healthz", timeout=10) as r:
+                if r.status == 200 and head.poll() is None:
+                    return True
+        except Exception:
+            pass
+        time.sleep(1)
+    return False
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    for _attempt in range(4):
+        head, address, agent_port, temp = start_head()
+        if jobs_api_up(head, address, agent_port):
+            break
+        stop_head(head, temp)
+    else:
+        pytest.fail("a local Ray head with the Jobs API did not come up in 4 attempts")
+    try:
+        yield address
+    finally:
+        stop_head(head, temp)
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory, tiny_model_dir):
+    """The user's checkout: tracked files plus a local model, a venv, runs and caches."""
+    root = checkout_copy(tmp_path_factory.mktemp("job") / "s1ray")
+    for d in (".venv/bin", "runs/old", ".cache/torch_extensions", ".tiny/model"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for f in (".venv/bin/python3", "runs/old/x.json", ".cache/torch_extensions/x.so"):
+        (root / f).write_text("must not be uploaded")
+    for f in Path(tiny_model_dir).iterdir():
+        (root / ".tiny/model" / f.name).write_bytes(f.read_bytes())
+    return root
+
+
+def submit(address: str, checkout: Path, entrypoint: list[str], env_vars: dict[str, str] | None = None,
+           timeout: float = 1200) -> tuple[str, str]:
+    """`ray job submit --working-dir . [--runtime-env-json ...] -- <entrypoint>`: (status, logs)."""
+    from ray.job_submission import JobSubmissionClient
+
+    sid = f"s1ray-test-{time.monotonic_ns()}"
+    cmd = [RAY, "job", "submit", "--address", address, "--submission-id", sid, "--working-dir", "."]
+    if env_vars:
+        cmd += ["--runtime-env-json", json.dumps({"env_vars": env_vars})]
+    env = {**cluster_env(), "RAY_ADDRESS": address}
+    cli = subprocess.run(cmd + ["--", *entrypoint], cwd=checkout, env=env, capture_output=True, text=True,
+                         timeout=timeout)
+    client = JobSubmissionClient(address)
+    try:
+        return str(client.get_job_status(sid)), client.get_job_logs(sid)
+    except Exception as exc:
+        raise AssertionError(f"no job {sid}: {exc}; ray job submit said: {cli.stdout[-2000:]} {cli.stderr[-2000:]}")
+
+
+def test_upload_leaves_out_venv_runs_models_and_caches(cluster, checkout):
+    status, logs = submit(cluster, checkout, ["python", "-c", "import pathlib, json; print(json.dumps(sorted("
+                                              "str(p) for p in pathlib.Path('.').rglob('*') if p.is_file())))"])
+    assert status.endswith("SUCCEEDED"), logs
+    uploaded = json.loads(logs.strip().splitlines()[-1])
+    assert "jobs/evaluate.py" in uploaded and "configs/eval/tiny.yaml" in uploaded and "s1ray/storage.py" in uploaded
+    for never in (".venv/", "runs/", ".tiny/", ".cache/", ".git/", "__pycache__"):
+        assert not [f for f in uploaded if f.startswith(never) or f"/{never}" in f], never
+
+
+@pytest.mark.skipif(not SHARED_DATA, reason="needs S1RAY_DATA_DIR (the MATH500/AIME24 files; the hub is offline here)")
+def test_eval_of_a_model_only_on_the_submitting_machine(cluster, checkout, tmp_path):
+    entry = ["python", "jobs/evaluate.py", "--config", "configs/eval/tiny.yaml"]
+    store = tmp_path / "store"
+    data = {"S1RAY_DATA_DIR": str(Path(SHARED_DATA).resolve())}
+    # Without a storage location the outputs would vanish with Ray's copy of the working dir.
+    status, logs = submit(cluster, checkout, entry, data)
+    assert status.endswith("FAILED") and "Traceback" not in logs, logs
+    assert "evaluate: output_dir: relative path 'runs/eval/tiny' would land in Ray's temporary copy" in logs
+    # .tiny/model is gitignored: it never travels, and the driver says so before any engine starts.
+    status, logs = submit(cluster, checkout, entry, {**data, "S1RAY_STORAGE": str(store)})
+    assert status.endswith("FAILED") and "Traceback" not in logs and "HFValidationError" not in logs, logs
+    assert "evaluate: engine.model: '.tiny/model' is a local path that did not travel with the job" in logs
+    # An absolute path on storage the node sees (one machine: its own disk) works; outputs land in the storage.
+    status, logs = submit(cluster, checkout, [*entry, f"engine.model={checkout / '.tiny/model'}", "limit=2",
+                                              "datasets=[aime24]", "budgets=[16]", "methods=[budget_forcing]",
+                                              "n_votes=[]", "max_answer_tokens=4", "progress=false"],
+                          {**data, "S1RAY_STORAGE": str(store)})
+    assert status.endswith("SUCCEEDED"), logs
+    out = store / "runs/eval/tiny"
+    assert f"[s1ray] eval tiny: outputs in {out}" in logs
+    assert (out / "metrics.md").is_file() and len((out / "samples.jsonl").read_text().splitlines()) == 2
+    assert not (checkout / "runs/eval").exists()
+
+
+def test_pipeline_miniature(cluster, checkout, tmp_path):
+    """The miniature pipeline job, reduced to its data stages (a small pool; no SFT, eval or Serve:
+    those take tens of minutes on 2 cores), from the plain checkout: no S1RAY_DATA_DIR, hub offline."""
+    store = tmp_path / "store"
+    pool = "{name: miniature, kind: miniature, n: 400, seed: 0}"
+    status, logs = submit(cluster, checkout, [
+        "python", "jobs/pipeline.py", "--config", "configs/pipeline/miniature.yaml",
+        "stages=[base_model,curation,heldout]", f"curation.sources=[{pool}]",
+        "curation.quality.traces=[{kind: miniature_teacher, n: 400, seed: 0}]",
+        "curation.difficulty.solvers=[{kind: miniature_weak_solver, name: weak_solver, n: 400, seed: 0}]",
+        "curation.selection.size=50", "heldout.n=10"], {"S1RAY_STORAGE": str(store)})
+    assert status.endswith("SUCCEEDED"), logs
+    work = store / "runs/pipeline/miniature"
+    assert f"[s1ray] pipeline miniature: outputs in {work}" in logs
+    assert "[pipeline] curation: decontaminated against heldout; skipped math500" in logs
+    summary = json.loads((work / "summary.json").read_text())
+    assert summary["stages"]["curation"]["result"]["final_rows"] == 50
+    assert (work / "curation/dataset/s1k.parquet").is_file() and (work / "heldout.jsonl").is_file()
+    assert (work / "base_model/config.json").is_file()
