@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"s1ray {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 -- one line; the traceback is in the job's log
+        cause = getattr(exc, "cause", None)  # a Ray task error: say what failed in the task
+        exc = cause if isinstance(cause, BaseException) else exc
         print(f"s1ray {args.command}: failed: {type(exc).__name__}: {_one_line(exc)[:500]}", file=sys.stderr)
         return 1
 

@@ -70,6 +70,9 @@ def captured(log_path: str | Path) -> Iterator[Path]:
     streams = sys.stdout, sys.stderr
     log_stream = open(log_path, "a", buffering=1, errors="replace")
     sys.stdout = sys.stderr = log_stream
+    # Ray colours the "(Worker pid=...)" prefix of the lines it forwards; in a file that is noise.
+    color = os.environ.get("RAY_COLOR_PREFIX")
+    os.environ["RAY_COLOR_PREFIX"] = "0"
     try:
         yield log_path
     except BaseException:
@@ -79,6 +82,10 @@ def captured(log_path: str | Path) -> Iterator[Path]:
         log_stream.flush()
         sys.stdout, sys.stderr = streams
         log_stream.close()
+        if color is None:
+            os.environ.pop("RAY_COLOR_PREFIX", None)
+        else:
+            os.environ["RAY_COLOR_PREFIX"] = color
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         os.close(saved[0])

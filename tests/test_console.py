@@ -20,6 +20,7 @@ def test_everything_a_stage_prints_goes_to_its_log(tmp_path, capfd):
         subprocess.run([sys.executable, "-c", "import sys; print('child out'); print('child err', file=sys.stderr)"],
                        check=True)
         say("for the person")
+        assert os.environ["RAY_COLOR_PREFIX"] == "0"  # Ray's forwarded lines uncoloured in the log
     out, err = capfd.readouterr()
     assert out == "for the person\n" and err == ""
     text = log.read_text()

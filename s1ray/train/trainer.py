@@ -144,6 +144,10 @@ def run(cfg: TrainConfig, echo=print, ray_init: dict[str, Any] | None = None) ->
     data, pad_id = prepare_data(cfg)
     echo(f"[s1ray.train] data: {describe_data(data.stats)}")
     if not ray.is_initialized():
+        # Ray Train's print patch makes a worker's print() both print and log, so every line a
+        # library prints in a worker (DeepSpeed's, for one) would show twice; a local cluster
+        # started here hands this to its workers.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
         ray.init(**(ray_init or {}))
     ref = ray.put(data)
     from s1ray.train.progress import step_bar
