@@ -72,7 +72,7 @@ async def _bad_body(_: Request, exc: RequestValidationError) -> JSONResponse:
 async def _http_exception(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     # FastAPI's own errors (a body that is not UTF-8, an unknown route): OpenAI's error shape.
     if exc.status_code == 400:
-        return JSONResponse(R.error_body("body: is not valid UTF-8 JSON", "body"), status_code=400)
+        return JSONResponse(R.error_body("body: could not be parsed as UTF-8 JSON", "body"), status_code=400)
     kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
     return JSONResponse(R.error_body(str(exc.detail), None, kind), status_code=exc.status_code, headers=exc.headers)
 
