@@ -105,6 +105,9 @@ class RequestPlanner:
 
     def prepare(self, req: GenerationRequest) -> tuple[ControlPlan, list[int], FormatIds]:
         plan = plan_control(req.method, req.budget, req.thinking_class)
+        vocab = len(self.tokenizer)
+        if req.logit_bias and any(not 0 <= t < vocab for t in req.logit_bias):
+            raise BudgetError("logit_bias", f"token ids must be in [0, {vocab})")
         ids = self.ids_for(self.format_for(req), req.continuation)
         prompt = self.prompt_ids(req, plan.prompt_suffix)
         # A prompt-only method's own bound must fit too, though it is not enforced.

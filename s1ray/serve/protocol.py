@@ -10,7 +10,7 @@ accepted only with their no-op value (:data:`NO_OP`).
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
 
@@ -114,8 +114,9 @@ class BudgetFields(BaseModel):
     vote: StrictBool = False
     temperature: Number = Field(0.0, ge=0, le=2)
     top_p: Number = Field(1.0, gt=0, le=1)
-    seed: StrictInt | None = None
-    logit_bias: dict[str, Number] | None = None
+    # Headroom below int64 for the per-round and per-sample seed offsets the engine adds.
+    seed: StrictInt | None = Field(None, ge=-(2**62), le=2**62)
+    logit_bias: dict[str, Annotated[Number, Field(ge=-100, le=100)]] | None = None
     stop: StrictStr | list[StrictStr] | None = None
     max_tries: StrictInt = Field(8, ge=1, le=64)
     stream: StrictBool = False
