@@ -123,7 +123,7 @@ def test_stop_applies_to_the_answer_only(client, tok):
     bad_request(lambda: client.chat.completions.create(model=MODEL, messages=Q, stop=["a", "b", "c", "d", "e"]), "stop")
 
 
-def test_logprobs_cover_the_answer_tokens(client, tok):
+def test_logprobs_cover_the_answer_tokens_and_echo(client, tok):
     r = client.chat.completions.create(model=MODEL, messages=Q, logprobs=True, top_logprobs=2,
                                        extra_body={"max_thinking_tokens": 4, "max_answer_tokens": 5})
     ch = r.choices[0]
@@ -136,13 +136,15 @@ def test_logprobs_cover_the_answer_tokens(client, tok):
     bad_request(lambda: client.chat.completions.create(model=MODEL, messages=Q, top_logprobs=2), "top_logprobs")
     bad_request(lambda: client.chat.completions.create(model=MODEL, messages=Q, logprobs=True, stream=True), "logprobs")
 
-    c = client.completions.create(model=MODEL, prompt="Compute 3*7.", logprobs=1, echo=True,
-                                  extra_body={"max_thinking_tokens": 4, "max_answer_tokens": 5})
+    budget = {"max_thinking_tokens": 4, "max_answer_tokens": 5}
+    c = client.completions.create(model=MODEL, prompt="Compute 3*7.", logprobs=1, extra_body=budget)
     ch = c.choices[0]
-    assert ch.text.startswith("Compute 3*7.")  # echo: the prompt, then the answer
     assert len(ch.logprobs.tokens) == len(ch.logprobs.token_logprobs) == ext(ch)["answer_tokens"]
-    assert ch.logprobs.text_offset[0] == len("Compute 3*7.")
-    assert all(len(t) == 1 for t in ch.logprobs.top_logprobs)
+    assert ch.logprobs.text_offset[0] == 0 and all(len(t) == 1 for t in ch.logprobs.top_logprobs)
+    echoed = client.completions.create(model=MODEL, prompt="Compute 3*7.", echo=True, extra_body=budget)
+    assert echoed.choices[0].text == "Compute 3*7." + ch.text  # echo: the prompt, then the answer
+    # With echo, OpenAI's logprobs cover the prompt too, which s1ray does not compute.
+    bad_request(lambda: client.completions.create(model=MODEL, prompt="p", echo=True, logprobs=1), "echo")
 
 
 def test_reasoning_effort_selects_a_configured_budget(client):

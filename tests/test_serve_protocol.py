@@ -106,6 +106,8 @@ def test_stop_and_logprobs_reach_the_engine_request():
     assert field_of(lambda: chat(stop=["a"] * 5).to_request(8, messages=Q)) == "stop"
     comp = P.CompletionRequest.model_validate({"model": "m", "prompt": "p", "logprobs": 2})
     assert comp.to_request(8, prompt="p").logprobs == 2
+    echo = P.CompletionRequest.model_validate({"model": "m", "prompt": "p", "logprobs": 2, "echo": True})
+    assert field_of(lambda: echo.to_request(8, prompt="p")) == "echo"
 
 
 def test_admission_runs_queues_then_refuses():

@@ -259,6 +259,10 @@ class CompletionRequest(BudgetFields):
     best_of: Any = None
 
     def logprobs_k(self) -> int | None:
+        if self.echo and self.logprobs is not None:
+            # OpenAI then returns the prompt tokens' logprobs too (lm-eval's loglikelihood relies
+            # on them); s1ray does not compute them, and answer-only ones would be silently wrong.
+            raise BudgetError("echo", "with logprobs needs the prompt's logprobs, which this server does not compute")
         return self.logprobs
 
     def prompts(self) -> list[dict[str, Any]]:
