@@ -36,7 +36,7 @@ def parse_args(argv=None):
     p.add_argument("--requests", "-m", type=int, default=None, help="requests per load run (default 96, --quick 16)")
     p.add_argument("--thinking-tokens", "-t", type=int, default=None,
                    help="T: min = max thinking tokens per request (default 128, --quick 64)")
-    p.add_argument("--answer-tokens", type=int, default=8, help="answer cap (max_tokens)")
+    p.add_argument("--answer-tokens", type=int, default=8, help="answer cap (max_answer_tokens)")
     p.add_argument("--stop-every", type=int, default=16, metavar="K",
                    help="logit bias on the end trigger so that a random-init model tries to stop about every K "
                         "tokens, i.e. 'Wait' rounds happen (0: no bias; default %(default)s)")
@@ -97,7 +97,7 @@ def best(runs: list[dict]) -> dict:
 # ------------------------------------------------------------------------------------------ Serve
 def chat_body(i: int, args, trig: int, bias: float, **extra) -> dict:
     body = {"model": MODEL_NAME, "messages": messages(i), "min_thinking_tokens": args.thinking_tokens,
-            "max_thinking_tokens": args.thinking_tokens, "max_tokens": args.answer_tokens, "temperature": 1.0}
+            "max_thinking_tokens": args.thinking_tokens, "max_answer_tokens": args.answer_tokens, "temperature": 1.0}
     if bias:
         body["logit_bias"] = {str(trig): bias}
     body.update(extra)
@@ -234,7 +234,7 @@ def main(args) -> dict:
     bias = bias_value(args, AutoConfig.from_pretrained(model).vocab_size)
     C, M, T, N = args.concurrency, args.requests, args.thinking_tokens, args.n
     print(f"model: {model_desc}\ndevice: {device_name()}\nworkload: {C} concurrent clients, {M} chat completions "
-          f"per run, T={T} thinking tokens (min=max), max_tokens={args.answer_tokens}, temperature 1, trigger bias "
+          f"per run, T={T} thinking tokens (min=max), max_answer_tokens={args.answer_tokens}, temperature 1, trigger bias "
           f"{bias:.2f}; voting N={N}; reps={args.reps}\n", flush=True)
 
     t0 = time.perf_counter()
@@ -255,7 +255,7 @@ def main(args) -> dict:
 
     print(f"\n=== bench_serve: {model_desc} on {device_name()} ({total:.0f} s) ===")
     print(f"{C} concurrent clients, {M} requests per run, T={T} thinking tokens (min=max), "
-          f"max_tokens={args.answer_tokens}, trigger bias {bias:.2f}; best of {args.reps}\n")
+          f"max_answer_tokens={args.answer_tokens}, trigger bias {bias:.2f}; best of {args.reps}\n")
     cols = [("path", "path", "s"), ("seconds", "s", ".2f"), ("req_s", "req/s", ".2f"),
             ("think_tok_s", "thinking tok/s", ".0f"), ("p50_s", "p50 s", ".3f"), ("p95_s", "p95 s", ".3f")]
     print(table([dict(path="Ray Serve, HTTP", **s), dict(path="BudgetEngine, in-process", **d)], cols))

@@ -186,6 +186,8 @@ def test_engine_ending_a_round_early_forces_the_end():
         ({"max_tokens": True}, "max_thinking_tokens"),
         ({"num_waits": -1}, "num_waits"),
         ({"max_answer_tokens": 0}, "max_answer_tokens"),
+        ({"max_total_tokens": 0}, "max_total_tokens"),
+        ({"max_total_tokens": 4, "min_tokens": 3}, "min_thinking_tokens"),  # 2 of 4 kept for the answer
     ],
 )
 def test_bad_budgets_name_the_field(kwargs, field):
@@ -193,3 +195,78 @@ def test_bad_budgets_name_the_field(kwargs, field):
         ThinkingBudget(**kwargs)
     assert e.value.field == field
     assert field in str(e.value)
+
+
+# -- the total bound (OpenAI's max_tokens: thinking + answer) ------------------------------------
+@pytest.mark.parametrize("total,answer,reserve,cap", [
+    (1, 512, 1, 0),  # the smallest bound: no thinking, one answer token
+    (2, 512, 1, 1),
+    (4, 512, 2, 2),  # a small bound splits evenly
+    (5, 512, 3, 2),
+    (100, 8, 8, 92),  # a small answer cap is all the reserve needs
+    (100, 50, 50, 50),
+])
+def test_total_bound_keeps_room_for_the_answer(total, answer, reserve, cap):
+    b = ThinkingBudget(max_answer_tokens=answer, max_total_tokens=total)
+    assert b.answer_reserve == reserve == min(answer, (total + 1) // 2)
+    assert b.thinking_cap == cap == total - reserve
+
+
+def test_total_bound_and_thinking_cap_take_the_lower():
+    assert ThinkingBudget(max_tokens=20, max_answer_tokens=8, max_total_tokens=100).thinking_cap == 20
+    assert ThinkingBudget(max_tokens=20, max_answer_tokens=8, max_total_tokens=24).thinking_cap == 16
+    assert ThinkingBudget(max_tokens=20).thinking_cap == 20 and ThinkingBudget().thinking_cap is None
+
+
+@pytest.mark.parametrize("total", [1, 2, 3, 4, 7, 12])
+def test_total_bound_forces_the_end_early_and_bounds_everything(total):
+    # A model that never stops thinking: the end is forced where the answer still fits.
+    s = Script(ThinkingBudget(max_answer_tokens=512, max_total_tokens=total))
+    f = s.run([1] * 40)
+    assert f.phase is Phase.DONE and f.answer_finish == "length"
+    assert f.thinking_tokens == total // 2
+    assert f.answer_tokens == total - total // 2 >= 1
+    assert f.thinking_tokens + f.answer_tokens == total
+    assert f.forced_end or total == 1
+
+
+def test_early_natural_end_lets_the_answer_use_the_rest():
+    # Thinking stops after 2 of 10: the answer may use up to 8 (its own cap permitting).
+    f = Script(ThinkingBudget(max_answer_tokens=512, max_total_tokens=10)).run([1, 2, END] + [5] * 20)
+    assert f.thinking_tokens == 2 and not f.forced_end
+    assert f.answer_tokens == 8 and f.answer_finish == "length"
+    f = Script(ThinkingBudget(max_answer_tokens=3, max_total_tokens=10)).run([1, 2, END] + [5] * 20)
+    assert f.answer_tokens == 3
+
+
+def test_total_bound_round_limits_and_min_thinking():
+    f = BudgetForcer(IDS, ThinkingBudget(min_tokens=5, max_answer_tokens=4, max_total_tokens=10))
+    f.start()
+    assert f.round_max_tokens() == 6  # 10 - 4 kept for the answer
+    for t in (1, END, 2):  # under the minimum: the end is dropped, "Wait" appended
+        f.feed(t)
+    assert f.thinking_ids == [1, *WAIT, 2] and f.phase is Phase.THINKING
+    assert f.round_max_tokens() == 2
+    f.feed(END)  # 4 < 5: "Wait" again, which reaches the cap of 6, so the end is forced
+    assert f.thinking_ids == [1, *WAIT, 2, *WAIT] and f.phase is Phase.ANSWER and f.forced_end
+    assert f.round_max_tokens() == 4
+
+
+def test_control_methods_keep_the_total_bound():
+    from s1ray.engine.control import plan_control
+
+    b = ThinkingBudget(max_tokens=64, max_answer_tokens=8, max_total_tokens=12)
+    for method in ("none", "token_conditional", "class_conditional", "rejection_sampling"):
+        assert plan_control(method, b).budget.max_total_tokens == 12
+
+
+def test_stop_ends_the_answer():
+    f = BudgetForcer(IDS, ThinkingBudget())
+    f.start()
+    f.feed(END)
+    f.feed(5)
+    assert f.stop() is Signal.DONE and f.answer_finish == "stop"
+    g = BudgetForcer(IDS, ThinkingBudget())
+    g.start()
+    with pytest.raises(RuntimeError):
+        g.stop()  # stop strings apply to the answer only

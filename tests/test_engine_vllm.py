@@ -117,6 +117,36 @@ def test_streaming_chunks_equal_result(engine, loop):
     assert len(chunks["thinking"]) > 1  # streamed, not one blob
 
 
+def test_total_bound_stop_strings_logprobs_and_token_prompts(engine, loop):
+    """The OpenAI-facing features on the rounds path: a total bound with no thinking cap, a stop
+    string on the answer (streamed text equals the result), answer logprobs, token-id prompts."""
+    (nl,) = engine.tokenizer.encode("\n", add_special_tokens=False)
+
+    async def go():
+        bound = await engine.generate(GenerationRequest(messages=Q, budget=ThinkingBudget(max_total_tokens=6)))
+        stopped = GenerationRequest(messages=Q, budget=ThinkingBudget(0, 3, max_answer_tokens=8), stop=("\n",),
+                                    logit_bias={nl: 100.0}, logprobs=2)
+        chunks, result = [], None
+        async for kind, payload in engine.stream(stopped):
+            if kind == "result":
+                result = payload
+            elif kind == "answer":
+                chunks.append(payload)
+        text = await engine.generate(GenerationRequest(prompt="Compute 3*7.", budget=ThinkingBudget(0, 4, max_answer_tokens=4)))
+        ids = engine.tokenizer.encode("Compute 3*7.", add_special_tokens=False)
+        tokens = await engine.generate(GenerationRequest(prompt_token_ids=ids, budget=ThinkingBudget(0, 4, max_answer_tokens=4)))
+        return bound, result, "".join(chunks), text, tokens
+
+    bound, stopped, streamed, text, tokens = loop.run(go())
+    assert bound.thinking_tokens + bound.answer_tokens <= 6 and bound.thinking_tokens <= 3 and bound.forced_end
+    assert stopped.thinking == "\n\n\n" and stopped.answer == "" == streamed  # thinking is not cut
+    assert stopped.finish_reason == "stop" and stopped.stop_string == "\n" and stopped.answer_tokens == 1
+    (lp,) = stopped.answer_logprobs
+    # vLLM's logprobs are the model's raw distribution: the bias that chose the newline is not in them.
+    assert lp.token_id == nl and lp.logprob <= 0 and len(lp.top) == 2 and lp.top[0][2] >= lp.top[1][2] >= lp.logprob
+    assert (tokens.prompt_tokens, tokens.answer_token_ids) == (text.prompt_tokens, text.answer_token_ids)
+
+
 def test_cancelled_request_is_aborted_in_the_engine(engine, loop):
     async def go():
         first = asyncio.Event()

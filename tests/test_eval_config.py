@@ -88,7 +88,7 @@ def test_payload_to_engine_request_and_http_body():
     assert (req.budget.min_tokens, req.budget.max_tokens, req.budget.num_waits) == (8, 48, 1)
     assert req.budget.max_answer_tokens == 16 and req.seed == 3 and req.method == "budget_forcing"
     body = chat_body(PAYLOAD, "s1ray")
-    assert body["control_method"] == "budget_forcing" and body["max_tokens"] == 16
+    assert body["control_method"] == "budget_forcing" and body["max_answer_tokens"] == 16 and "max_tokens" not in body
     assert (body["min_thinking_tokens"], body["max_thinking_tokens"], body["num_waits"]) == (8, 48, 1)
     assert body["n"] == 1 and body["seed"] == 3 and "continuation" not in body and "reasoning_format" not in body
     assert "max_thinking_tokens" not in chat_body({**PAYLOAD, "max_thinking_tokens": None}, "m")

@@ -2,7 +2,8 @@
 
 Real Ray Serve + real vLLM; the only injected fault is killing the engine's process (to show
 /health fails and Serve replaces the replica). Synchronisation is on responses and on the
-server's own conditions (``/v1/s1ray/stats?min_aborted=``), never on sleeps.
+server's own counters (``/v1/s1ray/stats``, which answers at once) polled with a deadline,
+never on sleeps.
 """
 
 from __future__ import annotations
@@ -85,8 +86,9 @@ def test_models_and_health(server, client):
 
 def test_chat_with_budget_fields(client, tiny_model_dir):
     r = client.chat.completions.create(
-        model=MODEL, messages=Q, max_tokens=6,
-        extra_body={"min_thinking_tokens": 12, "max_thinking_tokens": 30, "logit_bias": {str(trigger_id(tiny_model_dir)): 6.0}},
+        model=MODEL, messages=Q,
+        extra_body={"min_thinking_tokens": 12, "max_thinking_tokens": 30, "max_answer_tokens": 6,
+                    "logit_bias": {str(trigger_id(tiny_model_dir)): 6.0}},
     )
     ch = r.choices[0]
     ext = ch.model_extra["s1ray"]
@@ -100,14 +102,19 @@ def test_chat_with_budget_fields(client, tiny_model_dir):
 
 
 def test_completion_and_streaming(client):
-    r = client.completions.create(model=MODEL, prompt="Compute 3*7.", max_tokens=5, extra_body={"max_thinking_tokens": 10})
+    r = client.completions.create(model=MODEL, prompt="Compute 3*7.",
+                                  extra_body={"max_thinking_tokens": 10, "max_answer_tokens": 5})
     assert r.choices[0].model_extra["s1ray"]["thinking_tokens"] == 10
     assert r.choices[0].model_extra["s1ray"]["forced_end"]
 
     thinking, answer, final = [], [], None
     for chunk in client.chat.completions.create(
-        model=MODEL, messages=Q, max_tokens=6, stream=True, extra_body={"min_thinking_tokens": 20, "max_thinking_tokens": 20}
+        model=MODEL, messages=Q, stream=True, stream_options={"include_usage": True},
+        extra_body={"min_thinking_tokens": 20, "max_thinking_tokens": 20, "max_answer_tokens": 6},
     ):
+        if not chunk.choices:  # the usage chunk, last
+            usage = chunk.usage
+            continue
         d = chunk.choices[0].delta
         if (rc := (d.model_extra or {}).get("reasoning_content")):
             thinking.append(rc)
@@ -117,25 +124,26 @@ def test_completion_and_streaming(client):
             final = chunk
     assert len(thinking) > 1 and final is not None
     assert final.model_extra["s1ray"]["thinking_tokens"] == 20
-    assert final.usage.completion_tokens_details.reasoning_tokens == 20
+    assert usage.completion_tokens_details.reasoning_tokens == 20
 
     texts = [c.choices[0].text for c in client.completions.create(
-        model=MODEL, prompt="Compute 3*7.", max_tokens=5, stream=True, extra_body={"max_thinking_tokens": 8})]
+        model=MODEL, prompt="Compute 3*7.", stream=True, extra_body={"max_thinking_tokens": 8, "max_answer_tokens": 5})]
     assert "".join(texts)
 
 
 def test_control_methods_over_http(client):
     for method in ("token_conditional", "step_conditional", "class_conditional", "rejection_sampling", "none"):
         r = client.chat.completions.create(
-            model=MODEL, messages=Q, max_tokens=4, seed=1,
-            extra_body={"control_method": method, "max_thinking_tokens": 64, "max_tries": 2},
+            model=MODEL, messages=Q, seed=1,
+            max_completion_tokens=96,  # bounds "none" too, whose thinking is otherwise unbounded
+            extra_body={"control_method": method, "max_thinking_tokens": 64, "max_answer_tokens": 4, "max_tries": 2},
         )
         assert r.choices[0].model_extra["s1ray"]["method"] == method
 
 
 def test_majority_vote(server):
     body = {"model": MODEL, "messages": Q, "n": 4, "vote": True, "temperature": 1.0, "seed": 5,
-            "max_thinking_tokens": 8, "max_tokens": 3}
+            "max_thinking_tokens": 8, "max_answer_tokens": 3}
     r = httpx.post(server + "/v1/chat/completions", json=body, headers=auth(), timeout=120)
     assert r.status_code == 200, r.text
     out = r.json()
@@ -216,12 +224,23 @@ def test_api_key_required_and_never_logged(server):
 def long_body(tiny_model_dir):
     """A request that keeps the engine busy for many seconds: every token tries to end thinking,
     so 3000 thinking tokens take ~1500 "Wait" rounds."""
-    return {"model": MODEL, "messages": Q, "min_thinking_tokens": 3000, "max_thinking_tokens": 3000, "max_tokens": 2,
+    return {"model": MODEL, "messages": Q, "min_thinking_tokens": 3000, "max_thinking_tokens": 3000, "max_answer_tokens": 2,
             "logit_bias": {str(trigger_id(tiny_model_dir)): 50.0}}
 
 
-def _stats(server, **params):
-    return httpx.get(server + "/v1/s1ray/stats", params=params, headers=auth(), timeout=90).json()
+def _stats(server):
+    r = httpx.get(server + "/v1/s1ray/stats", headers=auth(), timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _poll_stats(server, condition, timeout_s: float = 60):
+    """The stats once ``condition(stats)`` holds (polled until a deadline; stats answers at once)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        s = _stats(server)
+        if condition(s) or time.monotonic() > deadline:
+            return s
 
 
 def test_client_disconnect_aborts_the_engine_request(server, long_body):
@@ -233,7 +252,7 @@ def test_client_disconnect_aborts_the_engine_request(server, long_body):
             for line in r.iter_lines():
                 if "reasoning_content" in line:
                     break  # generation is under way in the engine; now hang up
-    after = _stats(server, min_aborted=before + 1, timeout_s=60)
+    after = _poll_stats(server, lambda s: s["aborted_requests"] >= before + 1 and not s["engine_unfinished_requests"])
     assert after["aborted_requests"] >= before + 1, after
     assert after["engine_unfinished_requests"] == 0
 
@@ -245,15 +264,15 @@ def test_request_deadline_gives_504_and_frees_the_engine(server, long_body):
     r = httpx.post(server + "/v1/chat/completions", json=body, headers=auth(), timeout=60)
     assert r.status_code == 504 and r.json()["error"]["param"] == "timeout_s"
     assert time.monotonic() - t < 30
-    assert _stats(server, min_aborted=before + 1, timeout_s=60)["aborted_requests"] >= before + 1
+    assert _poll_stats(server, lambda s: s["aborted_requests"] >= before + 1)["aborted_requests"] >= before + 1
 
 
-def test_full_queue_rejects_promptly(server, long_body):
+def test_full_queue_rejects_with_retry_after_and_stats_stay_available(server, long_body):
     long = long_body
 
     async def go():
         async with httpx.AsyncClient(timeout=60) as c:
-            # Two long streams fill max_ongoing_requests=2; wait until both are generating.
+            # Two long streams take both generation slots (max_ongoing_requests=2).
             holders = []
             for _ in range(2):
                 cm = c.stream("POST", server + "/v1/chat/completions", json={**long, "stream": True}, headers=auth())
@@ -262,19 +281,27 @@ def test_full_queue_rejects_promptly(server, long_body):
                 async for line in resp.aiter_lines():
                     if "reasoning_content" in line:
                         break
-            t = time.monotonic()
+            # A third waits in the queue (max_queued_requests=1) ...
+            queued = asyncio.ensure_future(c.post(server + "/v1/chat/completions", json=long, headers=auth()))
+            full = await asyncio.to_thread(_poll_stats, server, lambda s: s["generation_queued"] == 1)
+            # ... so the next ones are turned away at once, and stats still answer.
             burst = await asyncio.gather(
-                *(c.post(server + "/v1/chat/completions", json={**long, "timeout_s": 5}, headers=auth()) for _ in range(3))
-            )
-            elapsed = time.monotonic() - t
+                *(c.post(server + "/v1/chat/completions", json=long, headers=auth()) for _ in range(2)))
+            during = await c.get(server + "/v1/s1ray/stats", headers=auth())
+            queued.cancel()  # hang up: the waiter leaves the queue
             for cm, _ in holders:
                 await cm.__aexit__(None, None, None)
-            return [r.status_code for r in burst], elapsed
+            return full, burst, during
 
-    codes, elapsed = asyncio.run(go())
-    assert 503 in codes, codes  # queue of 1: at least two of three are turned away
-    assert set(codes) <= {503, 504, 200}
-    assert elapsed < 60
+    full, burst, during = asyncio.run(go())
+    assert full["generation_running"] == 2 and full["generation_queued"] == 1, full
+    assert [r.status_code for r in burst] == [503, 503]
+    for r in burst:
+        assert int(r.headers["retry-after"]) >= 1
+        assert r.json()["error"]["type"] == "server_overloaded"
+    assert during.status_code == 200 and during.json()["generation_running"] == 2
+    after = _poll_stats(server, lambda s: s["generation_running"] == 0 and s["generation_queued"] == 0)
+    assert (after["generation_running"], after["generation_queued"]) == (0, 0)  # every slot came back
 
 
 def test_health_fails_when_engine_dies_and_serve_replaces_replica(server):

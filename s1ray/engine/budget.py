@@ -21,6 +21,12 @@ Rules (s1's budget forcing, made exact by counting ids):
   A continuation is truncated to fit under the cap, so ``min <= thinking <= max`` always holds
   whenever the engine keeps generating (Control = 100% by construction).
 * The answer has its own cap, ``max_answer_tokens``.
+* ``max_total_tokens`` (OpenAI's ``max_tokens``) bounds thinking + answer together. The answer
+  keeps a reserve of ``min(max_answer_tokens, ceil(max_total_tokens / 2))`` tokens: thinking
+  ends (forced, as at the cap) at ``max_total_tokens - reserve`` if the thinking cap is not
+  lower, and the answer may then use ``min(max_answer_tokens, max_total_tokens - thinking)``.
+  So every answer gets at least one token, and a small total bound splits about evenly
+  instead of being spent on thinking that never reaches an answer.
 """
 
 from __future__ import annotations
@@ -55,19 +61,51 @@ class ThinkingBudget:
     max_tokens: int | None = None
     num_waits: int = 0
     max_answer_tokens: int = 512
+    max_total_tokens: int | None = None  # thinking + answer (OpenAI's max_tokens)
 
     def __post_init__(self) -> None:
         _check_int("min_thinking_tokens", self.min_tokens)
         _check_int("max_thinking_tokens", self.max_tokens, allow_none=True)
         _check_int("num_waits", self.num_waits)
         _check_int("max_answer_tokens", self.max_answer_tokens)
+        _check_int("max_total_tokens", self.max_total_tokens, allow_none=True)
         if self.max_answer_tokens < 1:
             raise BudgetError("max_answer_tokens", "must be >= 1")
+        if self.max_total_tokens is not None and self.max_total_tokens < 1:
+            raise BudgetError("max_total_tokens", "must be >= 1")
         if self.max_tokens is not None and self.min_tokens > self.max_tokens:
             raise BudgetError(
                 "min_thinking_tokens",
                 f"must be <= max_thinking_tokens ({self.min_tokens} > {self.max_tokens})",
             )
+        cap = self.thinking_cap
+        if cap is not None and self.max_total_tokens is not None and self.min_tokens > cap:
+            raise BudgetError(
+                "min_thinking_tokens",
+                f"must be <= {cap}: max_total_tokens ({self.max_total_tokens}) keeps {self.answer_reserve} "
+                f"tokens for the answer ({self.min_tokens} > {cap})",
+            )
+
+    @property
+    def answer_reserve(self) -> int:
+        """Tokens of ``max_total_tokens`` kept for the answer (0 without a total bound)."""
+        if self.max_total_tokens is None:
+            return 0
+        return min(self.max_answer_tokens, (self.max_total_tokens + 1) // 2)
+
+    @property
+    def thinking_cap(self) -> int | None:
+        """Where thinking is forced to end: the thinking cap or the total bound's share."""
+        if self.max_total_tokens is None:
+            return self.max_tokens
+        room = self.max_total_tokens - self.answer_reserve
+        return room if self.max_tokens is None else min(self.max_tokens, room)
+
+    def answer_cap(self, thinking_tokens: int) -> int:
+        """The answer's cap once thinking used ``thinking_tokens``."""
+        if self.max_total_tokens is None:
+            return self.max_answer_tokens
+        return min(self.max_answer_tokens, self.max_total_tokens - thinking_tokens)
 
 
 @dataclass(frozen=True)
@@ -123,7 +161,7 @@ class BudgetForcer:
     # -- driving -----------------------------------------------------------------------------
     def start(self) -> Signal:
         """Before any generation: a zero cap ends thinking at once."""
-        if self.budget.max_tokens == 0:
+        if self.budget.thinking_cap == 0:
             self._end_thinking(forced=True)
             return Signal.RESTART
         return Signal.CONTINUE
@@ -135,6 +173,13 @@ class BudgetForcer:
         if self.phase is Phase.ANSWER:
             return self._feed_answer(token_id)
         raise RuntimeError("feed() after DONE")
+
+    def stop(self) -> Signal:
+        """The answer reached one of the request's stop strings (the engine matches text)."""
+        if self.phase is Phase.THINKING:
+            raise RuntimeError("stop() while thinking: stop strings apply to the answer")
+        self._finish("stop")
+        return Signal.DONE
 
     def end_of_round(self) -> Signal:
         """The engine ended the request without this machine asking (length/context limit)."""
@@ -156,10 +201,11 @@ class BudgetForcer:
     def round_max_tokens(self) -> int:
         """How many tokens the next engine request may generate (exact alignment with caps)."""
         if self.phase is Phase.THINKING:
-            if self.budget.max_tokens is None:
+            cap = self.budget.thinking_cap
+            if cap is None:
                 return 1 << 30  # the engine clips to the context
-            return self.budget.max_tokens - len(self.thinking_ids)
-        return self.budget.max_answer_tokens - len(self.answer_ids)
+            return cap - len(self.thinking_ids)
+        return self._answer_cap() - len(self.answer_ids)
 
     def round_stop_ids(self) -> list[int]:
         if self.phase is Phase.THINKING:
@@ -200,7 +246,7 @@ class BudgetForcer:
             self._finish("stop")
             return Signal.DONE
         self.answer_ids.append(token_id)
-        if len(self.answer_ids) >= self.budget.max_answer_tokens:
+        if len(self.answer_ids) >= self._answer_cap():
             self._finish("length")
             return Signal.DONE
         return Signal.CONTINUE
@@ -219,13 +265,17 @@ class BudgetForcer:
         ) and not self._at_cap()
 
     def _at_cap(self) -> bool:
-        cap = self.budget.max_tokens
+        cap = self.budget.thinking_cap
         return cap is not None and len(self.thinking_ids) >= cap
+
+    def _answer_cap(self) -> int:
+        return self.budget.answer_cap(len(self.thinking_ids))
 
     def _continue(self) -> None:
         cont = self.ids.continuation
-        if self.budget.max_tokens is not None:
-            cont = cont[: self.budget.max_tokens - len(self.thinking_ids)]
+        cap = self.budget.thinking_cap
+        if cap is not None:
+            cont = cont[: cap - len(self.thinking_ids)]
         self.thinking_ids.extend(cont)
         self.num_waits += 1
         self._run_start = len(self.thinking_ids)

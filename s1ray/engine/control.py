@@ -58,7 +58,8 @@ def plan_control(
     """Translate (method, requested budget) into prompt text and the enforced budget."""
     check_method(method)
     bounds = (budget.min_tokens, budget.max_tokens)
-    free = ThinkingBudget(max_answer_tokens=budget.max_answer_tokens)  # nothing enforced
+    # Nothing enforced on thinking, but the total bound is the client's hard limit on tokens.
+    free = ThinkingBudget(max_answer_tokens=budget.max_answer_tokens, max_total_tokens=budget.max_total_tokens)
     if method == "budget_forcing":
         return ControlPlan("", budget, bounds)
     if method == "none":

@@ -54,7 +54,10 @@ class RequestPlanner:
         return cls(tok, get_format(cfg.format), cfg.max_model_len)
 
     def prompt_ids(self, req: GenerationRequest, suffix: str = "") -> list[int]:
-        """Chat template (or raw text) + the control method's suffix + start of thinking."""
+        """Chat template (or raw text, or token ids) + the control method's suffix + start of thinking."""
+        start = self.format_for(req).thinking_start
+        if req.prompt_token_ids is not None:
+            return self._token_prompt(req.prompt_token_ids, suffix, start)
         if req.messages is not None:
             msgs = [dict(m) for m in req.messages]
             user = [i for i, m in enumerate(msgs) if m.get("role") == "user"]
@@ -64,28 +67,47 @@ class RequestPlanner:
             text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         else:
             text = req.prompt + suffix
-        start = self.format_for(req).thinking_start
         if not text.endswith(start):
             text += start
         return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def _token_prompt(self, ids: list[int], suffix: str, start: str) -> list[int]:
+        vocab = len(self.tokenizer)
+        bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab]
+        if bad:
+            raise BudgetError("prompt", f"token ids must be in [0, {vocab}), got {bad[:5]}")
+        enc = lambda s: self.tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
+        out = list(ids) + (enc(suffix) if suffix else [])
+        start_ids = enc(start)
+        if out[-len(start_ids):] != start_ids:
+            out += start_ids
+        return out
 
     def check_fits(self, prompt_len: int, budget: ThinkingBudget, delim: int = 0) -> None:
         """Refuse a request whose prompt + budgets cannot fit the model's context."""
         limit = self.max_model_len
         if prompt_len >= limit:
             raise BudgetError("prompt", f"is {prompt_len} tokens; the model's context is {limit}")
-        thinking = budget.max_tokens if budget.max_tokens is not None else budget.min_tokens
-        need = prompt_len + thinking + delim + budget.max_answer_tokens
+        cap = budget.thinking_cap
+        thinking = cap if cap is not None else budget.min_tokens
+        answer = budget.answer_cap(thinking)
+        need = prompt_len + thinking + delim + answer
         if need > limit:
-            name = "max_thinking_tokens" if budget.max_tokens is not None else "min_thinking_tokens"
+            if budget.max_total_tokens is not None:
+                name = "max_total_tokens"
+            else:
+                name = "max_thinking_tokens" if budget.max_tokens is not None else "min_thinking_tokens"
             raise BudgetError(
                 name,
-                f"prompt ({prompt_len}) + {name} ({thinking}) + delimiter ({delim}) + "
-                f"max_answer_tokens ({budget.max_answer_tokens}) = {need} exceeds the context of {limit}",
+                f"prompt ({prompt_len}) + thinking ({thinking}) + delimiter ({delim}) + "
+                f"answer ({answer}) = {need} exceeds the context of {limit}",
             )
 
     def prepare(self, req: GenerationRequest) -> tuple[ControlPlan, list[int], FormatIds]:
         plan = plan_control(req.method, req.budget, req.thinking_class)
+        vocab = len(self.tokenizer)
+        if req.logit_bias and any(not 0 <= t < vocab for t in req.logit_bias):
+            raise BudgetError("logit_bias", f"token ids must be in [0, {vocab})")
         ids = self.ids_for(self.format_for(req), req.continuation)
         prompt = self.prompt_ids(req, plan.prompt_suffix)
         # A prompt-only method's own bound must fit too, though it is not enforced.

@@ -33,9 +33,23 @@ class EngineConfig(S1Config):
     extra_engine_args: dict[str, Any] = Field(default_factory=dict)
 
 
+MAX_LOGPROBS = 20  # alternatives per token, as OpenAI's top_logprobs allows
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One sampled token's log-probability, with the most likely alternatives at its position."""
+
+    token: str
+    token_id: int
+    logprob: float
+    top: list[tuple[str, int, float]] = field(default_factory=list)  # (token, id, logprob), best first
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One prompt under one control method. Either ``messages`` (chat) or ``prompt`` (raw text)."""
+    """One prompt under one control method: ``messages`` (chat), ``prompt`` (raw text) or
+    ``prompt_token_ids`` (token ids, used as given)."""
 
     messages: list[dict[str, str]] | None = None
     prompt: str | None = None
@@ -50,11 +64,18 @@ class GenerationRequest:
     logit_bias: dict[int, float] | None = None
     max_tries: int = 8  # rejection sampling
     request_id: str | None = None
+    prompt_token_ids: list[int] | None = None
+    stop: tuple[str, ...] = ()  # strings that end the answer (never the thinking)
+    logprobs: int | None = None  # answer tokens' logprobs with this many alternatives each
 
     def __post_init__(self) -> None:
         check_method(self.method)
-        if (self.messages is None) == (self.prompt is None):
-            raise BudgetError("messages", "give exactly one of messages (chat) or prompt (text)")
+        if sum(p is not None for p in (self.messages, self.prompt, self.prompt_token_ids)) != 1:
+            raise BudgetError("messages", "give exactly one of messages (chat), prompt (text) or prompt_token_ids")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise BudgetError("stop", "stop strings must be non-empty strings")
+        if self.logprobs is not None and (isinstance(self.logprobs, bool) or not 0 <= self.logprobs <= MAX_LOGPROBS):
+            raise BudgetError("logprobs", f"must be an integer in [0, {MAX_LOGPROBS}], got {self.logprobs!r}")
         if self.temperature < 0:
             raise BudgetError("temperature", f"must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
@@ -83,9 +104,14 @@ class GenerationResult:
     accepted: bool = True  # rejection sampling: whether the returned sample fits
     thinking_token_ids: list[int] = field(default_factory=list, repr=False)
     answer_token_ids: list[int] = field(default_factory=list, repr=False)
+    answer_logprobs: list[TokenLogprob] | None = field(default=None, repr=False)  # when requested
+    stop_string: str | None = None  # the request's stop string that ended the answer
 
     def to_dict(self, with_ids: bool = False) -> dict[str, Any]:
         d = asdict(self)
+        for key in ("answer_logprobs", "stop_string"):
+            if d[key] is None:
+                d.pop(key)
         if not with_ids:
             d.pop("thinking_token_ids")
             d.pop("answer_token_ids")

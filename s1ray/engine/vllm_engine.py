@@ -28,6 +28,8 @@ from dataclasses import dataclass, field, replace
 from s1ray.engine.budget import BudgetError, BudgetForcer, FormatIds, Phase, Signal, ThinkingBudget
 from s1ray.engine.control import within_bounds
 from s1ray.engine.planner import RequestPlanner
+from s1ray.engine.progress import ForcedOutput
+from s1ray.engine.stops import cut_at_stop
 from s1ray.engine.types import EngineConfig, GenerationRequest, GenerationResult, VoteOutcome
 from s1ray.engine.voting import majority_vote
 
@@ -177,30 +179,10 @@ class BudgetEngine:
         from vllm import SamplingParams, TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
-        from s1ray.engine.detok import IncrementalDecoder
-
         forcer = BudgetForcer(ids, budget)
+        output = ForcedOutput(forcer, self.tokenizer, req.stop, req.logprobs)
         base_id = req.request_id or uuid.uuid4().hex
         self.stats.requests += 1
-        # Multi-token triggers may still be completed: hold that many thinking tokens back.
-        holdback = max(len(t) for t in ids.end_triggers) - 1
-        decoders = {"thinking": IncrementalDecoder(self.tokenizer), "answer": IncrementalDecoder(self.tokenizer)}
-        emitted = {"thinking": 0, "answer": 0}
-
-        def flush(final: bool = False):
-            out = []
-            for phase, toks in (("thinking", forcer.thinking_ids), ("answer", forcer.answer_ids)):
-                if phase == "thinking" and forcer.phase is Phase.THINKING and not final:
-                    upto = max(emitted[phase], len(toks) - holdback)
-                else:
-                    upto = len(toks)
-                if upto > emitted[phase]:
-                    text = decoders[phase].push(toks[emitted[phase] : upto])
-                    emitted[phase] = upto
-                    if text:
-                        out.append((phase, text))
-            return out
-
         forcer.start()
         rounds, rid = 0, None
         try:
@@ -221,6 +203,7 @@ class BudgetEngine:
                     top_p=req.top_p,
                     seed=None if seed is None else seed + 7919 * rounds,
                     logit_bias=req.logit_bias,
+                    logprobs=req.logprobs if forcer.phase is Phase.ANSWER else None,
                     output_kind=RequestOutputKind.DELTA,
                     detokenize=False,
                     skip_special_tokens=False,
@@ -230,16 +213,16 @@ class BudgetEngine:
                 try:
                     async for out in gen:
                         comp = out.outputs[0]
-                        for tok in comp.token_ids:
-                            sig = forcer.feed(tok)
+                        for j, tok in enumerate(comp.token_ids):
+                            sig = output.feed(tok, comp.logprobs[j] if comp.logprobs else None)
                             if sig is not Signal.CONTINUE:
                                 break
                         finished = out.finished
                         if sig is Signal.CONTINUE and finished and isinstance(comp.stop_reason, int):
                             # vLLM may leave the stop token out of token_ids: account for it.
                             if not comp.token_ids or comp.token_ids[-1] != comp.stop_reason:
-                                sig = forcer.feed(comp.stop_reason)
-                        for chunk in flush():
+                                sig = output.feed(comp.stop_reason)
+                        for chunk in output.flush():
                             yield chunk
                         if sig is not Signal.CONTINUE:
                             break
@@ -255,12 +238,13 @@ class BudgetEngine:
             # A task of its own: a second cancel() of this one must not interrupt the abort.
             self._cleanup.add(asyncio.get_running_loop().create_task(self._abort(rid, base_id)))
             raise
-        for chunk in flush(final=True):
+        for chunk in output.flush(final=True):
             yield chunk
-        result = self._result(forcer, len(prompt), req.method, rounds)
+        result = self._result(forcer, len(prompt), req, rounds)
+        result.answer_logprobs, result.stop_string = output.logprobs, output.answer.matched
         yield "result", result
 
-    def _result(self, forcer: BudgetForcer, prompt_len: int, method: str, rounds: int) -> GenerationResult:
+    def _result(self, forcer: BudgetForcer, prompt_len: int, req: GenerationRequest, rounds: int) -> GenerationResult:
         dec = lambda t: self.tokenizer.decode(t, skip_special_tokens=False)  # noqa: E731
         st = self.stats
         st.rounds += rounds
@@ -270,14 +254,14 @@ class BudgetEngine:
         st.continuations += forcer.num_waits
         return GenerationResult(
             thinking=dec(forcer.thinking_ids),
-            answer=dec(forcer.answer_ids),
+            answer=cut_at_stop(dec(forcer.answer_ids), req.stop)[0],
             thinking_tokens=forcer.thinking_tokens,
             answer_tokens=forcer.answer_tokens,
             num_waits=forcer.num_waits,
             forced_end=forcer.forced_end,
             finish_reason=forcer.answer_finish or "length",
             prompt_tokens=prompt_len,
-            method=method,
+            method=req.method,
             rounds=rounds,
             thinking_token_ids=list(forcer.thinking_ids),
             answer_token_ids=list(forcer.answer_ids),

@@ -176,7 +176,7 @@ def chat_body(payload: dict[str, Any], model: str) -> dict[str, Any]:
         "model": model,
         "messages": payload["messages"],
         "n": 1,
-        "max_tokens": payload["max_answer_tokens"],
+        "max_answer_tokens": payload["max_answer_tokens"],
         "temperature": payload.get("temperature", 0.0),
         "top_p": payload.get("top_p", 1.0),
         "seed": payload.get("seed"),

@@ -1,77 +1,205 @@
-"""The HTTP protocol: OpenAI-compatible request models with s1ray's budget fields, their
-translation into engine requests, and response bodies. Pure: no Ray, no vLLM.
+"""The HTTP request protocol: OpenAI-compatible request models with s1ray's budget fields, and
+their translation into engine requests. Pure: no Ray, no vLLM. Response bodies are in
+:mod:`s1ray.serve.responses`; docs/serving_api.md is the field-by-field reference.
 
-Budget fields ride in the request body beside OpenAI's (with the openai client: ``extra_body``):
-
-=======================  ===================================================================
-``min_thinking_tokens``  int >= 0: suppress the end of thinking (append "Wait") until reached
-``max_thinking_tokens``  int >= 0: force the end of thinking here
-``num_waits``            int >= 0: ignore the end of thinking at least this many times
-``continuation``         str: what replaces a suppressed end (default "Wait")
-``control_method``       budget_forcing | token_conditional | step_conditional |
-                         class_conditional | rejection_sampling | none
-``thinking_class``       short | long (class_conditional)
-``reasoning_format``     s1 | think-tags (default: the server's)
-``max_tokens``           int >= 1: cap on *answer* tokens (thinking has its own budget)
-``n`` + ``vote``         n samples; with ``vote: true`` the answers are majority-voted
-``max_tries``            rejection sampling: samples drawn at most
-``timeout_s``            per-request deadline, at most the server's ``request_timeout_s``
-=======================  ===================================================================
+Every field is either honoured as OpenAI/vLLM define it or refused with a 400 naming it:
+unknown fields are refused (``extra="forbid"``), and OpenAI fields s1ray does not implement are
+accepted only with their no-op value (:data:`NO_OP`).
 """
 
 from __future__ import annotations
 
-import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
 
 from s1ray.engine.budget import BudgetError, ThinkingBudget
-from s1ray.engine.types import GenerationRequest, GenerationResult
+from s1ray.engine.types import MAX_LOGPROBS, GenerationRequest
 
 Number = StrictInt | StrictFloat
+MAX_STOP = 4  # stop strings per request, as OpenAI allows
+_NO_VALUE = object()
+
+# OpenAI fields without an s1ray implementation, and the values that ask for nothing.
+NO_OP: dict[str, tuple] = {
+    "presence_penalty": (None, 0, 0.0),
+    "frequency_penalty": (None, 0, 0.0),
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "functions": (None, []),
+    "function_call": (None, "none"),
+    "parallel_tool_calls": (None, True, False),
+    "response_format": (None, {"type": "text"}),
+    "modalities": (None, ["text"]),
+    "audio": (None,),
+    "prediction": (None,),
+    "web_search_options": (None,),
+    "store": (None, False),
+    "metadata": (None, {}),
+    "service_tier": (None, "auto", "default"),
+    "suffix": (None, ""),
+    "best_of": (None, 1),
+}
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "user", "assistant"]
-    content: StrictStr
+    """A chat message. ``content`` is a string or a list of text parts (joined with newlines, as
+    vLLM does); ``developer`` is OpenAI's newer name for ``system``. An assistant turn sent back
+    by a client may carry its reasoning, which is not rendered (as DeepSeek's and Qwen3's chat
+    templates drop earlier turns' thinking), and empty tool/refusal fields."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: StrictStr | list[dict[str, Any]]
+    name: StrictStr | None = None
+    reasoning_content: StrictStr | None = None
+    reasoning: StrictStr | None = None
+    refusal: None = None
+    tool_calls: list[None] | None = Field(None, max_length=0)
+    function_call: None = None
+    audio: None = None
+    annotations: list[Any] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _text_parts(cls, v):
+        if isinstance(v, str):
+            return v
+        for i, part in enumerate(v):
+            if part.get("type") != "text" or not isinstance(part.get("text"), str) or set(part) - {"type", "text"}:
+                raise ValueError(
+                    f"part {i} must be {{'type': 'text', 'text': str}}; only text parts are supported, "
+                    f"got type {part.get('type')!r}"
+                )
+        return "\n".join(p["text"] for p in v)
+
+    def rendered(self) -> dict[str, str]:
+        """The message the chat template sees."""
+        out = {"role": "system" if self.role == "developer" else self.role, "content": self.content}
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: StrictBool = False
 
 
 class BudgetFields(BaseModel):
-    # OpenAI clients send fields we do not use (stream_options, logprobs, user...): ignore them.
-    model_config = ConfigDict(extra="ignore")
+    """Fields shared by chat and text completions."""
+
+    model_config = ConfigDict(extra="forbid")
 
     model: StrictStr
-    min_thinking_tokens: StrictInt = Field(0, ge=0)
+    # -- thinking budget (s1ray; thinking_token_budget is vLLM's name for the cap) --------------
+    min_thinking_tokens: StrictInt | None = Field(None, ge=0)
     max_thinking_tokens: StrictInt | None = Field(None, ge=0)
-    num_waits: StrictInt = Field(0, ge=0)
+    thinking_token_budget: StrictInt | None = Field(None, ge=0)
+    num_waits: StrictInt | None = Field(None, ge=0)
+    reasoning_effort: StrictStr | None = None
     continuation: StrictStr | None = Field(None, min_length=1)
     control_method: Literal[
         "budget_forcing", "token_conditional", "step_conditional", "class_conditional", "rejection_sampling", "none"
     ] = "budget_forcing"
     thinking_class: Literal["short", "long"] | None = None
     reasoning_format: Literal["s1", "think-tags"] | None = None
+    # -- token limits: OpenAI's bound everything generated; max_answer_tokens only the answer ----
     max_tokens: StrictInt | None = Field(None, ge=1)
     max_completion_tokens: StrictInt | None = Field(None, ge=1)
+    max_answer_tokens: StrictInt | None = Field(None, ge=1)
+    # -- sampling and output --------------------------------------------------------------------
     n: StrictInt = Field(1, ge=1)
     vote: StrictBool = False
     temperature: Number = Field(0.0, ge=0, le=2)
     top_p: Number = Field(1.0, gt=0, le=1)
-    seed: StrictInt | None = None
-    logit_bias: dict[str, Number] | None = None
+    # Headroom below int64 for the per-round and per-sample seed offsets the engine adds.
+    seed: StrictInt | None = Field(None, ge=-(2**62), le=2**62)
+    logit_bias: dict[str, Annotated[Number, Field(ge=-100, le=100)]] | None = None
+    stop: StrictStr | list[StrictStr] | None = None
     max_tries: StrictInt = Field(8, ge=1, le=64)
     stream: StrictBool = False
+    stream_options: StreamOptions | None = None
     timeout_s: Number | None = Field(None, gt=0)
+    user: StrictStr | None = None  # an end-user id, as OpenAI's: accepted, not used
+    # -- OpenAI fields s1ray does not implement: accepted only as no-ops ------------------------
+    presence_penalty: Any = None
+    frequency_penalty: Any = None
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None
+    function_call: Any = None
+    parallel_tool_calls: Any = None
+    response_format: Any = None
+    modalities: Any = None
+    audio: Any = None
+    prediction: Any = None
+    web_search_options: Any = None
+    store: Any = None
+    metadata: Any = None
+    service_tier: Any = None
 
-    def budget(self, default_answer_tokens: int) -> ThinkingBudget:
-        return ThinkingBudget(
-            min_tokens=self.min_thinking_tokens,
-            max_tokens=self.max_thinking_tokens,
-            num_waits=self.num_waits,
-            max_answer_tokens=self.max_completion_tokens or self.max_tokens or default_answer_tokens,
-        )
+    # -- checks ---------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Cross-field rules pydantic cannot express; raises :class:`BudgetError` naming the field."""
+        for name, no_op in NO_OP.items():
+            value = getattr(self, name, _NO_VALUE)
+            if value is not _NO_VALUE and not any(value == v and type(value) is type(v) for v in no_op):
+                allowed = ", ".join("null" if v is None else repr(v) for v in no_op)
+                raise BudgetError(name, f"is not supported by this server (accepted only as {allowed})")
+        if self.stream_options is not None and not self.stream:
+            raise BudgetError("stream_options", "is only allowed with stream: true")
+        if self.max_tokens is not None and self.max_completion_tokens not in (None, self.max_tokens):
+            raise BudgetError("max_tokens", "differs from max_completion_tokens; give one (they mean the same)")
+        if None not in (self.max_thinking_tokens, self.thinking_token_budget) and \
+                self.max_thinking_tokens != self.thinking_token_budget:
+            raise BudgetError("thinking_token_budget", "is an alias of max_thinking_tokens and differs from it")
+        if self.stream and (self.n > 1 or self.vote):
+            raise BudgetError("stream", "streaming supports n = 1 without vote")
+        if self.stream and self.logprobs_k() is not None:
+            raise BudgetError("logprobs", "is not supported with stream: true")
+
+    def logprobs_k(self) -> int | None:
+        return None
+
+    @property
+    def total_field(self) -> str:
+        """The name the client gave the total bound (errors name it)."""
+        return "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
+
+    def field_error(self, exc: BudgetError) -> BudgetError:
+        """``exc`` with the engine's name for the total bound replaced by the client's."""
+        if "max_total_tokens" not in str(exc):
+            return exc
+        field = self.total_field if exc.field == "max_total_tokens" else exc.field
+        message = str(exc).replace("max_total_tokens", self.total_field).split(": ", 1)[1]
+        return BudgetError(field, message)
+
+    # -- translation ----------------------------------------------------------------------------
+    def budget(self, default_answer_tokens: int, effort: dict[str, dict] | None = None) -> ThinkingBudget:
+        """The request's budget: explicit fields over the ``reasoning_effort`` preset's."""
+        preset = self._preset(effort or {})
+        cap = self.max_thinking_tokens if self.max_thinking_tokens is not None else self.thinking_token_budget
+        pick = lambda value, name, default: value if value is not None else preset.get(name, default)  # noqa: E731
+        try:
+            return ThinkingBudget(
+                min_tokens=pick(self.min_thinking_tokens, "min_thinking_tokens", 0),
+                max_tokens=pick(cap, "max_thinking_tokens", None),
+                num_waits=pick(self.num_waits, "num_waits", 0),
+                max_answer_tokens=self.max_answer_tokens or default_answer_tokens,
+                max_total_tokens=self.max_completion_tokens or self.max_tokens,
+            )
+        except BudgetError as exc:
+            raise self.field_error(exc) from None
+
+    def _preset(self, effort: dict[str, dict]) -> dict:
+        if self.reasoning_effort is None:
+            return {}
+        if self.reasoning_effort not in effort:
+            known = sorted(effort) or "none configured"
+            raise BudgetError("reasoning_effort", f"unknown value {self.reasoning_effort!r}; this server has {known}")
+        return effort[self.reasoning_effort]
 
     def bias(self) -> dict[int, float] | None:
         if self.logit_bias is None:
@@ -83,11 +211,21 @@ class BudgetFields(BaseModel):
             out[int(k)] = float(v)
         return out
 
-    def to_request(self, default_answer_tokens: int, **prompt: Any) -> GenerationRequest:
+    def stops(self) -> tuple[str, ...]:
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stops) > MAX_STOP:
+            raise BudgetError("stop", f"at most {MAX_STOP} stop strings, got {len(stops)}")
+        if any(not s for s in stops):
+            raise BudgetError("stop", "stop strings must not be empty")
+        return tuple(stops)
+
+    def to_request(self, default_answer_tokens: int, effort: dict[str, dict] | None = None,
+                   **prompt: Any) -> GenerationRequest:
+        self.check()
         return GenerationRequest(
             **prompt,
             method=self.control_method,
-            budget=self.budget(default_answer_tokens),
+            budget=self.budget(default_answer_tokens, effort),
             thinking_class=self.thinking_class,
             continuation=self.continuation,
             format=self.reasoning_format,
@@ -97,15 +235,49 @@ class BudgetFields(BaseModel):
             logit_bias=self.bias(),
             max_tries=self.max_tries,
             request_id=uuid.uuid4().hex,
+            stop=self.stops(),
+            logprobs=self.logprobs_k(),
         )
 
 
 class ChatCompletionRequest(BudgetFields):
     messages: list[Message] = Field(min_length=1)
+    logprobs: StrictBool = False
+    top_logprobs: StrictInt | None = Field(None, ge=0, le=MAX_LOGPROBS)
+
+    def logprobs_k(self) -> int | None:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise BudgetError("top_logprobs", "needs logprobs: true")
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class CompletionRequest(BudgetFields):
-    prompt: StrictStr | list[StrictStr]
+    prompt: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+    logprobs: StrictInt | None = Field(None, ge=0, le=5)
+    echo: StrictBool = False
+    suffix: Any = None
+    best_of: Any = None
+
+    def logprobs_k(self) -> int | None:
+        if self.echo and self.logprobs is not None:
+            # OpenAI then returns the prompt tokens' logprobs too (lm-eval's loglikelihood relies
+            # on them); s1ray does not compute them, and answer-only ones would be silently wrong.
+            raise BudgetError("echo", "with logprobs needs the prompt's logprobs, which this server does not compute")
+        return self.logprobs
+
+    def prompts(self) -> list[dict[str, Any]]:
+        """One engine prompt per entry: ``{"prompt": str}`` or ``{"prompt_token_ids": [...]}``."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [{"prompt": p}]
+        if not p:
+            raise BudgetError("prompt", "must not be empty")
+        if all(isinstance(x, int) for x in p):
+            return [{"prompt_token_ids": list(p)}]
+        if any(isinstance(x, list) and not x for x in p):
+            raise BudgetError("prompt", "a token-id prompt must not be empty")
+        key = "prompt" if isinstance(p[0], str) else "prompt_token_ids"
+        return [{key: x} for x in p]
 
 
 class CompareRequest(BaseModel):
@@ -128,93 +300,5 @@ class CompareRequest(BaseModel):
         if (self.question is None) == (self.messages is None):
             raise BudgetError("question", "give exactly one of question or messages")
         if self.messages is not None:
-            return [m.model_dump() for m in self.messages]
+            return [m.rendered() for m in self.messages]
         return [{"role": "user", "content": self.question}]
-
-
-# ---------------------------------------------------------------------------- responses
-def s1ray_fields(r: GenerationResult) -> dict[str, Any]:
-    return {
-        "thinking_tokens": r.thinking_tokens,
-        "answer_tokens": r.answer_tokens,
-        "num_waits": r.num_waits,
-        "forced_end": r.forced_end,
-        "rounds": r.rounds,
-        "tries": r.tries,
-        "accepted": r.accepted,
-        "method": r.method,
-    }
-
-
-def usage(results: list[GenerationResult]) -> dict[str, Any]:
-    prompt = results[0].prompt_tokens if results else 0
-    thinking = sum(r.thinking_tokens for r in results)
-    completion = sum(r.thinking_tokens + r.answer_tokens for r in results)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "completion_tokens_details": {"reasoning_tokens": thinking},
-    }
-
-
-def _finish(r: GenerationResult) -> str:
-    return "stop" if r.finish_reason == "stop" else "length"
-
-
-def _response(kind: str, model: str, results: list[GenerationResult], vote: dict | None) -> dict[str, Any]:
-    """A non-streaming chat (``kind="chat"``) or text completion body, one choice per result."""
-    choices = []
-    for i, r in enumerate(results):
-        choice: dict[str, Any] = {"index": i}
-        if kind == "chat":
-            choice["message"] = {"role": "assistant", "content": r.answer, "reasoning_content": r.thinking}
-        else:
-            choice.update(text=r.answer, reasoning_content=r.thinking, logprobs=None)
-        choice.update(finish_reason=_finish(r), s1ray=s1ray_fields(r))
-        choices.append(choice)
-    body = {
-        "id": f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}",
-        "object": "chat.completion" if kind == "chat" else "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-        "usage": usage(results),
-    }
-    if vote is not None:
-        body["s1ray_vote"] = vote
-    return body
-
-
-def chat_response(model: str, results: list[GenerationResult], vote: dict | None = None) -> dict[str, Any]:
-    return _response("chat", model, results, vote)
-
-
-def completion_response(model: str, results: list[GenerationResult], vote: dict | None = None) -> dict[str, Any]:
-    return _response("completions", model, results, vote)
-
-
-def chat_chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict:
-    return {
-        "id": cid,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        **extra,
-    }
-
-
-def completion_chunk(cid: str, model: str, text: str, finish: str | None = None, **extra: Any) -> dict:
-    return {
-        "id": cid,
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
-        **extra,
-    }
-
-
-def error_body(message: str, param: str | None = None, type_: str = "invalid_request_error") -> dict:
-    return {"error": {"message": message, "type": type_, "param": param, "code": None}}
