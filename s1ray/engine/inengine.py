@@ -64,6 +64,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         self.rows: dict[int, ForcedRow] = {}  # batch index -> row
         self.records: OrderedDict[str, ForcedRow] = OrderedDict()  # request key -> row, finished too
         self.device = device
+        self._id_tensors: dict[tuple[int, ...], torch.Tensor] = {}  # trigger/mask id sets, made once
         _PROCESSORS.add(self)
 
     @classmethod
@@ -124,7 +125,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                 else:
                     decide.setdefault(row.trigger_key, []).append((i, row))
         for trig, members in decide.items():
-            stops = self._would_stop(logits, trig, members)
+            stops = self._would_stop(logits, trig, self._ids(trig, logits.device), members)
             for (i, row), stop in zip(members, stops):
                 if stop:
                     force_rows.append(i)
@@ -133,7 +134,7 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                     masks.setdefault(trig, []).append(i)
         for ids, rows in masks.items():
             r = torch.tensor(rows, device=logits.device).unsqueeze(1)
-            logits[r, torch.tensor(ids, device=logits.device)] = float("-inf")
+            logits[r, self._ids(ids, logits.device)] = float("-inf")
         if force_rows:
             r = torch.tensor(force_rows, device=logits.device)
             t = torch.tensor(force_ids, device=logits.device)
@@ -141,8 +142,14 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             logits[r, t] = 0.0
         return logits
 
+    def _ids(self, ids: tuple[int, ...], device) -> torch.Tensor:
+        t = self._id_tensors.get(ids)
+        if t is None:
+            t = self._id_tensors[ids] = torch.tensor(ids, device=device)
+        return t
+
     @staticmethod
-    def _would_stop(logits: torch.Tensor, trig: tuple[int, ...], members) -> list[bool]:
+    def _would_stop(logits: torch.Tensor, trig: tuple[int, ...], tid: torch.Tensor, members) -> list[bool]:
         """Per row: would the model end thinking at this step (before any masking)?"""
         from vllm.v1.sample.sampler import Sampler
 
@@ -160,7 +167,6 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             idx = torch.tensor([members[k][0] for k in sampled], device=logits.device)
             temp = torch.tensor([members[k][1].temperature for k in sampled], device=logits.device)
             scaled = logits[idx] / temp.unsqueeze(1)
-            tid = torch.tensor(trig, device=logits.device)
             p_stop = torch.exp(torch.logsumexp(scaled[:, tid], -1) - torch.logsumexp(scaled, -1)).tolist()
             for k, p in zip(sampled, p_stop):
                 out[k] = members[k][1].rng.random() < p
