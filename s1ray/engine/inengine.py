@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
+from vllm.v1.sample.sampler import Sampler
 
 from s1ray.engine.budget import Phase
 from s1ray.engine.forcing import PAYLOAD_KEY, ForcedRow, forcer_from_payload
@@ -151,8 +152,6 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
     @staticmethod
     def _would_stop(logits: torch.Tensor, trig: tuple[int, ...], tid: torch.Tensor, members) -> list[bool]:
         """Per row: would the model end thinking at this step (before any masking)?"""
-        from vllm.v1.sample.sampler import Sampler
-
         out = [False] * len(members)
         greedy = [k for k, (_, row) in enumerate(members) if row.greedy]
         sampled = [k for k, (_, row) in enumerate(members) if not row.greedy]
