@@ -94,3 +94,13 @@ def test_top_p_and_multi_token_requests_fall_back_to_rounds(engine, loop):
                                                    temperature=1.0, top_p=0.9, seed=1,
                                                    logit_bias={trigger_of(engine, "s1"): 8.0})))
     assert engine.stats.in_engine_requests == before and r.rounds > 1 and 4 <= r.thinking_tokens <= 16
+
+
+def test_a_reused_request_id_starts_from_a_fresh_forcer(engine, loop):
+    """Callers may reuse request ids; the processor must not take the second request for the
+    first one back from preemption (that one's forcer is DONE and would end the answer at once)."""
+    req = GenerationRequest(messages=QUESTIONS[0], budget=ThinkingBudget(0, 16, max_answer_tokens=5),
+                            request_id="reused-id", forcing="in_engine")
+    a, b = loop.run(engine.generate(req)), loop.run(engine.generate(req))
+    assert (a.thinking_token_ids, a.answer_token_ids) == (b.thinking_token_ids, b.answer_token_ids)
+    assert a.thinking_tokens == 16 and a.answer_tokens == 5

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
 from s1ray.engine.budget import FormatIds, Phase, ThinkingBudget
@@ -26,14 +27,14 @@ def request_max_tokens(budget: ThinkingBudget, ids: FormatIds, room: int) -> int
     return min(room, budget.max_tokens + len(ids.thinking_end) + budget.max_answer_tokens + 1)
 
 
-async def _continuations(engine, rid: str, split: OutputSplitter) -> int:
+async def _continuations(engine, key: str, split: OutputSplitter) -> int:
     if not split.may_hold_continuations():
         return 0
-    found = (await engine.engine.collective_rpc("s1ray_forcing_waits", args=([rid],)))[0]
-    if rid in found:
-        return found[rid]
+    found = (await engine.engine.collective_rpc("s1ray_forcing_waits", args=([key],)))[0]
+    if key in found:
+        return found[key]
     # The worker's record is gone (more finished requests than it keeps): count the ids.
-    log.warning("in-engine forcing: no continuation count for %s; counting continuation ids", rid)
+    log.warning("in-engine forcing: no continuation count for %s; counting continuation ids", key)
     return split.thinking_ids.count(split.ids.continuation[0])
 
 
@@ -48,6 +49,9 @@ async def stream_in_engine(
 
     split = OutputSplitter(ids, budget)
     rid = f"{base_id}-0"
+    # The processor's state is keyed by this, not by the request id a caller may reuse: a key seen
+    # again can then only be the same request back from preemption.
+    key = uuid.uuid4().hex
     sp = SamplingParams(
         max_tokens=request_max_tokens(budget, ids, engine.cfg.max_model_len - len(prompt)),
         stop_token_ids=sorted(ids.answer_stop),
@@ -59,7 +63,7 @@ async def stream_in_engine(
         output_kind=RequestOutputKind.DELTA,
         detokenize=False,
         skip_special_tokens=False,
-        extra_args={PAYLOAD_KEY: forcing_payload(rid, ids, budget, temperature, seed)},
+        extra_args={PAYLOAD_KEY: forcing_payload(key, ids, budget, temperature, seed)},
     )
     decoders = {"thinking": IncrementalDecoder(engine.tokenizer), "answer": IncrementalDecoder(engine.tokenizer)}
     emitted = {"thinking": 0, "answer": 0}
@@ -94,7 +98,7 @@ async def stream_in_engine(
         finally:
             await gen.aclose()
         split.end()
-        split.num_waits = await _continuations(engine, rid, split)
+        split.num_waits = await _continuations(engine, key, split)
     except (asyncio.CancelledError, GeneratorExit):
         # The caller went away (client disconnect, deadline): free the engine, in a task of its
         # own so that a second cancel() of this one cannot interrupt the abort.
