@@ -123,7 +123,12 @@ class BudgetEngine:
 
         if cfg.cpu_kv_cache_gib is not None:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kv_cache_gib))
-        forcing = _forcing_args(cfg)
+        forcing, extra = _forcing_args(cfg), _platform_defaults(cfg)
+        if forcing and "logits_processors" in extra:  # the user's own processors run before ours
+            forcing["logits_processors"] = [*extra.pop("logits_processors"), *forcing["logits_processors"]]
+        if forcing and "worker_extension_cls" in extra:
+            raise BudgetError("extra_engine_args", "worker_extension_cls is taken by in-engine forcing; "
+                              "set forcing: rounds to use your own")
         args = AsyncEngineArgs(
             model=cfg.model,
             tokenizer=cfg.tokenizer or cfg.model,
@@ -136,7 +141,7 @@ class BudgetEngine:
             seed=cfg.seed,
             **({"max_num_seqs": cfg.max_num_seqs} if cfg.max_num_seqs else {}),
             **forcing,
-            **_platform_defaults(cfg),
+            **extra,
         )
         planner = RequestPlanner.from_config(cfg)
         # vLLM's server context, as `vllm serve` has it: the default ENGINE_CONTEXT has no entry
