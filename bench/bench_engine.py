@@ -1,18 +1,22 @@
-"""Engine benchmark (issue 2): what budget forcing costs on top of plain vLLM generation.
+"""Engine benchmark: what budget forcing costs on top of plain vLLM generation, per backend.
 
-Three comparisons, each printed as a ratio of two configurations measured in one run:
+Four comparisons, each printed as a ratio of configurations measured in one run:
 
-(a) budget forcing vs plain generation. C concurrent prompts; budget forcing with
-    min = max = T thinking tokens and a logit bias on the end-of-thinking trigger, so the model
-    tries to stop often and "Wait" rounds really happen (each is a new vLLM request); vs plain
-    ``AsyncLLM.generate`` of the same prompts with ``max_tokens = T + A, ignore_eos=True`` (the
-    same number of tokens in one request each), same sampling parameters and logit bias.
-    Ratio: output tokens/s of budget forcing / plain.
+(a) budget forcing vs plain generation, for both backends. C concurrent prompts; budget forcing
+    with min = max = T thinking tokens and a logit bias on the end-of-thinking trigger, so the
+    model tries to stop often and "Wait"s really happen -- with the *rounds* backend each is a new
+    vLLM request, with the *in-engine* backend the logits processor forces it inside the one
+    request; vs plain ``AsyncLLM.generate`` of the same prompts with ``max_tokens = T + A,
+    ignore_eos=True`` (the same number of tokens in one request each), same sampling parameters
+    and logit bias. Ratios: output tokens/s of each backend / plain, and in-engine / rounds.
 (b) rounds + prefix caching vs rounds without it: the same budget-forced workload on an engine
     with ``enable_prefix_caching=False``, where every round re-prefills the prompt and all the
     thinking so far. Ratio: tokens/s with / without prefix caching.
 (c) N-way voting (``engine.vote(req, n=N)``: N samples in one call, run concurrently) vs N
     separate ``engine.generate`` calls one after another. Ratio: time of N sequential / vote.
+(d) a loaded engine: ``max_num_seqs = S`` and L > S concurrent prompts at one Wait level, so
+    requests queue; a rounds continuation re-enters the queue behind the others. Per-request
+    latency p50/p99 and tokens/s, rounds / in-engine.
 
 One engine per configuration, started and shut down in turn. Run:
 ``python bench/bench_engine.py [--model PATH | --shape qwen2.5-0.5b] [--quick]``.
@@ -46,6 +50,8 @@ def parse_args(argv=None):
                    help="sampling temperature of (a) and (b), both sides (default 1: greedy decoding of a random "
                         "model flips between never and always stopping as the bias grows)")
     p.add_argument("--n", type=int, default=None, help="N for voting (default 8, --quick 4)")
+    p.add_argument("--loaded-seqs", type=int, default=4, help="S: max_num_seqs of the loaded engine (d)")
+    p.add_argument("--loaded-concurrency", type=int, default=None, help="L: prompts at once in (d) (default 4 S)")
     p.add_argument("--reps", type=int, default=None,
                    help="alternating repetitions of each same-engine measurement; the best is kept "
                         "(default 3, --quick 1)")
@@ -54,6 +60,7 @@ def parse_args(argv=None):
     a.thinking_tokens = a.thinking_tokens or (128 if a.quick else 512)
     a.n = a.n or (4 if a.quick else 8)
     a.reps = a.reps or (1 if a.quick else 3)
+    a.loaded_concurrency = a.loaded_concurrency or 4 * a.loaded_seqs
     return a
 
 
@@ -73,19 +80,34 @@ def bias_levels(args, vocab_size: int) -> list[tuple[str, float]]:
     return out
 
 
-def bf_request(i: int, T: int, A: int, bias: dict | None, temperature: float, seed=None):
+BACKENDS = ("rounds", "in_engine")
+
+
+def bf_request(i: int, T: int, A: int, bias: dict | None, temperature: float, seed=None, forcing=None):
     from s1ray.engine.budget import ThinkingBudget
     from s1ray.engine.types import GenerationRequest
 
     return GenerationRequest(messages=messages(i), budget=ThinkingBudget(T, T, max_answer_tokens=A),
-                             logit_bias=bias, temperature=temperature, seed=seed)
+                             logit_bias=bias, temperature=temperature, seed=seed, forcing=forcing)
 
 
-async def run_budget_forcing(engine, C, T, A, bias, temperature) -> dict:
-    reqs = [bf_request(i, T, A, bias, temperature) for i in range(C)]
-    rounds0 = engine.stats.rounds
+def latency_stats(lat: list[float]) -> dict:
+    s = sorted(lat)
+    q = lambda f: s[min(len(s) - 1, round(f * (len(s) - 1)))]  # noqa: E731
+    return dict(p50_s=q(0.5), p99_s=q(0.99))
+
+
+async def timed(coro):
+    t = time.perf_counter()
+    res = await coro
+    return res, time.perf_counter() - t
+
+
+async def run_budget_forcing(engine, C, T, A, bias, temperature, forcing="rounds") -> dict:
+    reqs = [bf_request(i, T, A, bias, temperature, forcing=forcing) for i in range(C)]
     with Timer() as t:
-        res = await asyncio.gather(*(engine.generate(r) for r in reqs))
+        done = await asyncio.gather(*(timed(engine.generate(r)) for r in reqs))
+    res, lat = [r for r, _ in done], [x for _, x in done]
     cont = len(engine.format_ids.continuation)
     think = sum(r.thinking_tokens for r in res)
     ans = sum(r.answer_tokens for r in res)
@@ -93,8 +115,8 @@ async def run_budget_forcing(engine, C, T, A, bias, temperature) -> dict:
     assert all(r.thinking_tokens == T for r in res), [r.thinking_tokens for r in res]  # Control = 100%
     return dict(seconds=t.s, requests=C, thinking_tokens=think, answer_tokens=ans, tokens=think + ans,
                 sampled_tokens=think + ans - waits * cont,  # minus the injected "Wait" tokens
-                waits_per_req=waits / C, rounds_per_req=(engine.stats.rounds - rounds0) / C,
-                tok_s=(think + ans) / t.s)
+                waits_per_req=waits / C, rounds_per_req=sum(r.rounds for r in res) / C,
+                tok_s=(think + ans) / t.s, **latency_stats(lat))
 
 
 async def run_plain(engine, C, T, A, bias, temperature) -> dict:
@@ -113,10 +135,10 @@ async def run_plain(engine, C, T, A, bias, temperature) -> dict:
         return n
 
     with Timer() as t:
-        counts = await asyncio.gather(*(one(p) for p in prompts))
-    tok = sum(counts)
+        done = await asyncio.gather(*(timed(one(p)) for p in prompts))
+    tok = sum(n for n, _ in done)
     return dict(seconds=t.s, requests=C, tokens=tok, sampled_tokens=tok, rounds_per_req=1.0, waits_per_req=0.0,
-                tok_s=tok / t.s)
+                tok_s=tok / t.s, **latency_stats([x for _, x in done]))
 
 
 async def run_vote(engine, n, T, A, bias, reps: int) -> dict:
@@ -167,26 +189,32 @@ async def with_engine(cfg, body):
     print(f"  engine up in {time.perf_counter() - t:.0f} s", flush=True)
     try:
         # Warm-up: the first requests pay one-off costs (allocation, caches).
-        await run_budget_forcing(engine, 2, 8, 2, None, 1.0)
+        for forcing in BACKENDS if engine.in_engine else BACKENDS[:1]:
+            await run_budget_forcing(engine, 2, 8, 2, None, 1.0, forcing)
         await run_plain(engine, 2, 8, 2, None, 1.0)
         return await body(engine)
     finally:
         shutdown(engine)
 
 
-async def measure_levels(engine, args, levels, trig) -> dict:
-    C, T, A, temp = args.concurrency, args.thinking_tokens, args.answer_tokens, args.temperature
+async def measure_levels(engine, args, levels, trig, backends=BACKENDS, C=None) -> dict:
+    """Per level: plain vLLM and each backend ("bf" is rounds, "ie" in-engine), alternating."""
+    C, T, A, temp = C or args.concurrency, args.thinking_tokens, args.answer_tokens, args.temperature
+    key = {"rounds": "bf", "in_engine": "ie"}
     out = {}
     for label, b in levels:
         bias = {trig: b} if b else None
-        bf, plain = [], []
-        for _ in range(args.reps):  # alternate, so both see about the same neighbours
-            plain.append(await run_plain(engine, C, T, A, bias, temp))
-            bf.append(await run_budget_forcing(engine, C, T, A, bias, temp))
-        out[label] = {"bias": b, "plain": best(plain), "bf": best(bf)}
-        print(f"  {label:>18}: plain {out[label]['plain']['tok_s']:7.0f} tok/s   budget forcing "
-              f"{out[label]['bf']['tok_s']:7.0f} tok/s   ({out[label]['bf']['rounds_per_req']:.1f} rounds/request)",
-              flush=True)
+        runs = {"plain": [], **{key[f]: [] for f in backends}}
+        for rep in range(args.reps):  # alternate, so all see about the same neighbours
+            order = ["plain", *backends]
+            for name in order if rep % 2 == 0 else reversed(order):
+                r = (await run_plain(engine, C, T, A, bias, temp) if name == "plain"
+                     else await run_budget_forcing(engine, C, T, A, bias, temp, name))
+                runs["plain" if name == "plain" else key[name]].append(r)
+        out[label] = {"bias": b, **{k: best(v) for k, v in runs.items()}}
+        line = "   ".join(f"{k} {out[label][k]['tok_s']:7.0f} tok/s ({out[label][k]['rounds_per_req']:.1f} rounds/req, "
+                           f"p50 {out[label][k]['p50_s']:.2f} s)" for k in runs)
+        print(f"  {label:>18}: {line}", flush=True)
     return out
 
 
@@ -213,35 +241,59 @@ async def main(args) -> dict:
         return out
 
     t0 = time.perf_counter()
-    print("[1/2] engine with prefix caching (the default)", flush=True)
+    print("[1/3] engine with prefix caching (the default)", flush=True)
     cached = await with_engine(engine_config(args, model), on_cached)
-    print("[2/2] engine without prefix caching", flush=True)
+    print("[2/3] engine without prefix caching (rounds only)", flush=True)
     uncached = await with_engine(engine_config(args, model, enable_prefix_caching=False),
-                                 lambda e: measure_levels(e, args, levels, trig))
+                                 lambda e: measure_levels(e, args, levels, trig, backends=BACKENDS[:1]))
+    S, L = args.loaded_seqs, args.loaded_concurrency
+    print(f"[3/3] loaded engine: max_num_seqs={S}, {L} prompts at once, level {vote_level[0]}", flush=True)
+    loaded = await with_engine(engine_config(args, model, max_num_seqs=S),
+                               lambda e: measure_levels(e, args, [vote_level], trig, C=L))
+    loaded = loaded[vote_level[0]]
     total = time.perf_counter() - t0
 
-    # ---------------------------------------------------------------------------- report
+    ratios = report(args, model_desc, levels, cached, uncached, loaded, total)
+    return dict(bench="engine", model=model_desc, model_path=model, args=vars(args), seconds=total,
+                levels=levels, cached=cached, uncached=uncached, loaded=loaded, ratios=ratios)
+
+
+# ------------------------------------------------------------------------------------------ report
+def level_ratios(pc: dict, npc: dict, b: float) -> dict:
+    bf_vs_plain = ratio(pc["bf"]["tok_s"], pc["plain"]["tok_s"])
+    # Wall time beyond what the same tokens cost as one plain request, per extra round.
+    extra = pc["bf"]["seconds"] - pc["bf"]["tokens"] / pc["plain"]["tok_s"]
+    rounds = pc["bf"]["rounds_per_req"]
+    return {
+        "bias": b,
+        "rounds_per_request": rounds,
+        "bf_vs_plain_tok_s": bf_vs_plain,
+        "in_engine_vs_plain_tok_s": ratio(pc["ie"]["tok_s"], pc["plain"]["tok_s"]),
+        "in_engine_vs_rounds_tok_s": ratio(pc["ie"]["tok_s"], pc["bf"]["tok_s"]),
+        "extra_ms_per_round": 1000 * extra / max(rounds - 1, 1),
+        "prefix_cache_vs_none_tok_s": ratio(pc["bf"]["tok_s"], npc["bf"]["tok_s"]),
+        # each side divided by its own engine's plain throughput: robust to the neighbours'
+        # load changing between the two engines' time windows
+        "prefix_cache_vs_none_normalized": ratio(bf_vs_plain, ratio(npc["bf"]["tok_s"], npc["plain"]["tok_s"])),
+    }
+
+
+def report(args, model_desc, levels, cached, uncached, loaded, total) -> dict:
+    C, T, A = args.concurrency, args.thinking_tokens, args.answer_tokens
     rows, ratios = [], {}
+    cols = ("seconds", "tokens", "tok_s", "rounds_per_req", "waits_per_req", "p50_s", "p99_s")
     for label, b in levels:
         pc, npc = cached[label], uncached[label]
-        for cfg, r in (("plain vLLM, prefix cache", pc["plain"]), ("budget forcing, prefix cache", pc["bf"]),
-                       ("plain vLLM, no prefix cache", npc["plain"]), ("budget forcing, no prefix cache", npc["bf"])):
-            rows.append(dict(level=label, config=cfg, **{k: r[k] for k in ("seconds", "tokens", "tok_s",
-                                                                            "rounds_per_req", "waits_per_req")}))
-        bf_vs_plain = ratio(pc["bf"]["tok_s"], pc["plain"]["tok_s"])
-        # Wall time beyond what the same tokens cost as one plain request, per extra round.
-        extra = pc["bf"]["seconds"] - pc["bf"]["tokens"] / pc["plain"]["tok_s"]
-        rounds = pc["bf"]["rounds_per_req"]
-        ratios[label] = {
-            "bias": b,
-            "rounds_per_request": rounds,
-            "bf_vs_plain_tok_s": bf_vs_plain,
-            "extra_ms_per_round": 1000 * extra / max(rounds - 1, 1),
-            "prefix_cache_vs_none_tok_s": ratio(pc["bf"]["tok_s"], npc["bf"]["tok_s"]),
-            # each side divided by its own engine's plain throughput: robust to the neighbours'
-            # load changing between the two engines' time windows
-            "prefix_cache_vs_none_normalized": ratio(bf_vs_plain, ratio(npc["bf"]["tok_s"], npc["plain"]["tok_s"])),
-        }
+        for cfg, r in (("plain vLLM", pc["plain"]), ("rounds", pc["bf"]), ("in-engine", pc["ie"]),
+                       ("plain vLLM, no prefix cache", npc["plain"]), ("rounds, no prefix cache", npc["bf"])):
+            rows.append(dict(level=label, config=cfg, **{k: r[k] for k in cols}))
+        ratios[label] = level_ratios(pc, npc, b)
+    for cfg, k in (("plain vLLM", "plain"), ("rounds", "bf"), ("in-engine", "ie")):
+        rows.append(dict(level=f"loaded: {args.loaded_concurrency} > max_num_seqs {args.loaded_seqs}", config=cfg,
+                         **{c: loaded[k][c] for c in cols}))
+    ratios["loaded"] = {k: ratio(loaded["bf"][k], loaded["ie"][k]) for k in ("p50_s", "p99_s")}
+    ratios["loaded"]["in_engine_vs_rounds_tok_s"] = ratio(loaded["ie"]["tok_s"], loaded["bf"]["tok_s"])
+    ratios["loaded"]["in_engine_vs_plain_tok_s"] = ratio(loaded["ie"]["tok_s"], loaded["plain"]["tok_s"])
     v = cached["vote"]
     ratios["vote"] = {"n": v["n"], "sequential_over_vote_time": ratio(v["sequential_s"], v["vote_s"]),
                       "concurrent_separate_over_vote_time": ratio(v["concurrent_s"], v["vote_s"])}
@@ -251,7 +303,7 @@ async def main(args) -> dict:
           f"{args.temperature}; tokens = thinking (incl. injected 'Wait') + answer; best of {args.reps}\n")
     print(table(rows, [("level", "level", "s"), ("config", "config", "s"), ("seconds", "s", ".2f"),
                        ("tokens", "tokens", "d"), ("tok_s", "tok/s", ".0f"), ("rounds_per_req", "rounds/req", ".1f"),
-                       ("waits_per_req", "waits/req", ".1f")]))
+                       ("waits_per_req", "waits/req", ".1f"), ("p50_s", "p50 s", ".2f"), ("p99_s", "p99 s", ".2f")]))
     print()
     print(table([dict(what=f"vote(n={v['n']}): one call", s=v["vote_s"], tok=v["vote_tokens"]),
                  dict(what=f"{v['n']} generate calls, sequential", s=v["sequential_s"], tok=v["sequential_tokens"]),
@@ -260,17 +312,21 @@ async def main(args) -> dict:
     print("\nratios (> 1: the first named is faster):")
     for label, _ in levels:
         r = ratios[label]
-        print(f"  [{label}: {r['rounds_per_request']:.1f} rounds/request]")
-        print(f"    (a) budget forcing vs plain vLLM, tokens/s:        {r['bf_vs_plain_tok_s']:.2f}x"
+        print(f"  [{label}: {r['rounds_per_request']:.1f} rounds/request with rounds]")
+        print(f"    (a) in-engine vs plain vLLM, tokens/s:             {r['in_engine_vs_plain_tok_s']:.2f}x"
+              f"   (in-engine vs rounds: {r['in_engine_vs_rounds_tok_s']:.2f}x)")
+        print(f"    (a) rounds vs plain vLLM, tokens/s:                {r['bf_vs_plain_tok_s']:.2f}x"
               f"   (~{r['extra_ms_per_round']:.1f} ms extra wall time per extra round)")
-        print(f"    (b) prefix caching vs none, budget forcing tok/s:  {r['prefix_cache_vs_none_tok_s']:.2f}x"
+        print(f"    (b) prefix caching vs none, rounds tok/s:          {r['prefix_cache_vs_none_tok_s']:.2f}x"
               f"   (each normalized by its engine's plain tok/s: {r['prefix_cache_vs_none_normalized']:.2f}x)")
     print(f"  (c) vote(n={v['n']}) vs {v['n']} sequential generate calls, time: "
           f"{ratios['vote']['sequential_over_vote_time']:.2f}x   (vs {v['n']} concurrent separate calls: "
           f"{ratios['vote']['concurrent_separate_over_vote_time']:.2f}x)")
-
-    return dict(bench="engine", model=model_desc, model_path=model, args=vars(args), seconds=total,
-                levels=levels, cached=cached, uncached=uncached, ratios=ratios)
+    lr = ratios["loaded"]
+    print(f"  (d) loaded, rounds / in-engine latency: p50 {lr['p50_s']:.2f}x, p99 {lr['p99_s']:.2f}x; "
+          f"in-engine vs rounds tokens/s {lr['in_engine_vs_rounds_tok_s']:.2f}x, "
+          f"in-engine vs plain {lr['in_engine_vs_plain_tok_s']:.2f}x")
+    return ratios
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ def engine(tiny_model_dir, loop):
     from s1ray.engine.types import EngineConfig
     from s1ray.engine.vllm_engine import BudgetEngine
 
+    # forcing "auto" (the default) registers the in-engine processor, so tests run both backends
+    # on this one engine, choosing per request (GenerationRequest.forcing).
     cfg = EngineConfig(model=tiny_model_dir, max_model_len=1024, enforce_eager=True, cpu_kv_cache_gib=1)
     eng = loop.run(BudgetEngine.create(cfg))
     yield eng

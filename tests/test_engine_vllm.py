@@ -45,16 +45,22 @@ def test_control_grid_all_within_bounds(engine, loop):
     assert any(r.forced_end for r in results), "the cap never forced an end"
 
 
-def test_wait_path_really_continues(engine, loop):
+@pytest.mark.parametrize("forcing", ["rounds", "in_engine"])
+def test_wait_path_really_continues(engine, loop, forcing):
     wait_ids = list(engine.format_ids.continuation)
     trig = engine.format_ids.end_triggers[0][0]
+    before = engine.stats.in_engine_requests
     r = loop.run(
         engine.generate(
-            GenerationRequest(messages=Q, budget=ThinkingBudget(20, 200, max_answer_tokens=4), logit_bias={trig: 8.0})
+            GenerationRequest(messages=Q, budget=ThinkingBudget(20, 200, max_answer_tokens=4), logit_bias={trig: 8.0},
+                              forcing=forcing)
         )
     )
     assert r.num_waits >= 1
-    assert r.rounds >= r.num_waits + 1  # each Wait resumed decoding in a new engine round
+    if forcing == "rounds":
+        assert r.rounds >= r.num_waits + 1  # each Wait resumed decoding in a new engine round
+    else:
+        assert r.rounds == 1 and engine.stats.in_engine_requests == before + 1  # one engine request
     assert r.thinking_tokens >= 20 and not r.forced_end
     assert "Wait" in r.thinking
     # The delimiter the model emitted was dropped; the continuation's ids are in the thinking.
@@ -98,12 +104,13 @@ def test_think_tags_format(engine, loop):
     assert "</think>" not in r.thinking
 
 
-def test_streaming_chunks_equal_result(engine, loop):
+@pytest.mark.parametrize("forcing", ["rounds", "in_engine"])
+def test_streaming_chunks_equal_result(engine, loop, forcing):
     async def go():
         chunks = {"thinking": [], "answer": []}
         result = None
         req = GenerationRequest(messages=Q, budget=ThinkingBudget(8, 40, max_answer_tokens=12),
-                                logit_bias=trigger_bias(engine, 4.0))
+                                logit_bias=trigger_bias(engine, 4.0), forcing=forcing)
         async for kind, payload in engine.stream(req):
             if kind == "result":
                 result = payload
@@ -147,13 +154,14 @@ def test_total_bound_stop_strings_logprobs_and_token_prompts(engine, loop):
     assert (tokens.prompt_tokens, tokens.answer_token_ids) == (text.prompt_tokens, text.answer_token_ids)
 
 
-def test_cancelled_request_is_aborted_in_the_engine(engine, loop):
+@pytest.mark.parametrize("forcing", ["rounds", "in_engine"])
+def test_cancelled_request_is_aborted_in_the_engine(engine, loop, forcing):
     async def go():
         first = asyncio.Event()
         before = engine.stats.aborted_requests
 
         async def consume():
-            req = GenerationRequest(messages=Q, budget=ThinkingBudget(800, 900, max_answer_tokens=4))
+            req = GenerationRequest(messages=Q, budget=ThinkingBudget(800, 900, max_answer_tokens=4), forcing=forcing)
             async for _ in engine.stream(req):
                 first.set()
 

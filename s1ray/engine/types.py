@@ -13,6 +13,9 @@ from s1ray.engine.control import check_method
 from s1ray.formats import FORMATS, FormatName
 
 
+FORCING_MODES = ("rounds", "in_engine", "auto")
+
+
 class EngineConfig(S1Config):
     """One vLLM engine: the model and how to run it."""
 
@@ -31,6 +34,12 @@ class EngineConfig(S1Config):
         2, gt=0, description="VLLM_CPU_KVCACHE_SPACE on the CPU build (ignored on GPU)"
     )
     extra_engine_args: dict[str, Any] = Field(default_factory=dict)
+    forcing: Literal["rounds", "in_engine", "auto"] = Field(
+        "auto",
+        description="budget-forcing backend: rounds (a new engine request per Wait), in_engine (forcing in "
+        "vLLM's sampler, one request per answer; requests it cannot do exactly use rounds), or auto "
+        "(in_engine where the engine can take the logits processor, else rounds); see docs/forcing.md",
+    )
 
 
 MAX_LOGPROBS = 20  # alternatives per token, as OpenAI's top_logprobs allows
@@ -67,6 +76,7 @@ class GenerationRequest:
     prompt_token_ids: list[int] | None = None
     stop: tuple[str, ...] = ()  # strings that end the answer (never the thinking)
     logprobs: int | None = None  # answer tokens' logprobs with this many alternatives each
+    forcing: str | None = None  # "rounds" | "in_engine" | "auto"; None: the engine's config
 
     def __post_init__(self) -> None:
         check_method(self.method)
@@ -84,6 +94,8 @@ class GenerationRequest:
             raise BudgetError("max_tries", f"must be an integer >= 1, got {self.max_tries!r}")
         if self.format is not None and self.format not in FORMATS:
             raise BudgetError("format", f"unknown reasoning format {self.format!r}; expected one of {sorted(FORMATS)}")
+        if self.forcing not in (None, *FORCING_MODES):
+            raise BudgetError("forcing", f"expected one of {list(FORCING_MODES)}, got {self.forcing!r}")
         if self.continuation is not None and not self.continuation:
             raise BudgetError("continuation", "must not be empty")
 

@@ -9,10 +9,12 @@ are caught in the stream and the request aborted.
 
 Continuing after "Wait" starts a new request whose prefix is all cached: with
 ``enable_prefix_caching`` only the new tail (the last partial KV block + "Wait") is prefilled.
-We measured the alternative -- recomputing without prefix caching -- with
-``bench/bench_engine.py`` (numbers in bench/README.md); an in-engine logits processor cannot
-*drop* an already sampled delimiter, only ban it in advance, which changes s1's semantics (the
-model never "tries to stop"), so rounds + prefix caching is the default.
+That is the *rounds* backend, the reference. The *in-engine* backend
+(:mod:`s1ray.engine.inengine`, chosen per request by ``EngineConfig.forcing`` /
+``GenerationRequest.forcing``) runs the same forcer inside vLLM's sampler as a logits processor:
+it decides *before* sampling whether the model would end thinking and forces the continuation
+instead, so one engine request carries the whole answer. It takes the requests for which
+:func:`~s1ray.engine.forcing.in_engine_supports` says it is exact; docs/forcing.md compares them.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class EngineStats:
     answer_tokens: int = 0
     forced_ends: int = 0
     continuations: int = 0
+    in_engine_requests: int = 0  # of ``requests``: forced in vLLM's sampler, one engine request each
     aborted_requests: int = 0  # requests the caller cancelled (disconnect, deadline), aborted in vLLM
     aborted_ids: list[str] = field(default_factory=list)
 
@@ -61,13 +64,32 @@ def _platform_defaults(cfg: EngineConfig) -> dict:
     return {**defaults, **cfg.extra_engine_args}
 
 
+def _forcing_args(cfg: EngineConfig) -> dict:
+    """Engine args that register the in-engine forcing processor, or {} where it cannot be
+    (vLLM rejects custom logits processors under speculative decoding)."""
+    if cfg.forcing == "rounds":
+        return {}
+    if cfg.extra_engine_args.get("speculative_config"):
+        if cfg.forcing == "in_engine":
+            raise BudgetError("forcing", "in_engine needs custom logits processors, which speculative decoding rejects")
+        return {}
+    from vllm.platforms import current_platform
+
+    from s1ray.engine.inengine import PROCESSOR_FQCN, WORKER_EXTENSION_FQCN
+
+    if not current_platform.is_cpu():
+        # vLLM's V2 model runner takes only its own processor interface (token history on the device).
+        os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
+    return {"logits_processors": [PROCESSOR_FQCN], "worker_extension_cls": WORKER_EXTENSION_FQCN}
+
+
 class BudgetEngine:
     """An async vLLM engine that runs budget-forced generation for many requests at once.
 
     Use from a running event loop: ``engine = await BudgetEngine.create(cfg)``.
     """
 
-    def __init__(self, cfg: EngineConfig, engine, planner: RequestPlanner):
+    def __init__(self, cfg: EngineConfig, engine, planner: RequestPlanner, in_engine: bool = False):
         self.cfg = cfg
         self.engine = engine
         _LIVE.add(self)
@@ -77,6 +99,7 @@ class BudgetEngine:
         self.stats = EngineStats()
         self._stats_changed = asyncio.Condition()
         self._cleanup: set[asyncio.Task] = set()  # strong refs: running abort tasks
+        self.in_engine = in_engine  # the forcing processor is registered in this engine
 
     async def wait_for(self, predicate) -> None:
         """Wait until ``predicate(self.stats)`` holds (tests and admin endpoints sync on this)."""
@@ -102,6 +125,12 @@ class BudgetEngine:
 
         if cfg.cpu_kv_cache_gib is not None:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kv_cache_gib))
+        forcing, extra = _forcing_args(cfg), _platform_defaults(cfg)
+        if forcing and "logits_processors" in extra:  # the user's own processors run before ours
+            forcing["logits_processors"] = [*extra.pop("logits_processors"), *forcing["logits_processors"]]
+        if forcing and "worker_extension_cls" in extra:
+            raise BudgetError("extra_engine_args", "worker_extension_cls is taken by in-engine forcing; "
+                              "set forcing: rounds to use your own")
         args = AsyncEngineArgs(
             model=cfg.model,
             tokenizer=cfg.tokenizer or cfg.model,
@@ -113,14 +142,15 @@ class BudgetEngine:
             enforce_eager=cfg.enforce_eager,
             seed=cfg.seed,
             **({"max_num_seqs": cfg.max_num_seqs} if cfg.max_num_seqs else {}),
-            **_platform_defaults(cfg),
+            **forcing,
+            **extra,
         )
         planner = RequestPlanner.from_config(cfg)
         # vLLM's server context, as `vllm serve` has it: the default ENGINE_CONTEXT has no entry
         # in vLLM's per-device scheduler table and falls back to 128 sequences / 2048 batched
         # tokens on any device (an H100 server gets 1024/8192). On the CPU the two agree.
         engine = AsyncLLM.from_engine_args(args, usage_context=UsageContext.OPENAI_API_SERVER)
-        return cls(cfg, engine, planner)
+        return cls(cfg, engine, planner, in_engine=bool(forcing))
 
     def shutdown(self) -> None:
         if self.engine is not None:
@@ -179,9 +209,16 @@ class BudgetEngine:
         from vllm import SamplingParams, TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
+        base_id = req.request_id or uuid.uuid4().hex
+        temperature = req.temperature if temperature is None else temperature
+        if self._forces_in_engine(req, ids, temperature):
+            from s1ray.engine.inengine_client import stream_in_engine
+
+            async for item in stream_in_engine(self, req, prompt, ids, budget, seed, temperature, base_id):
+                yield item
+            return
         forcer = BudgetForcer(ids, budget)
         output = ForcedOutput(forcer, self.tokenizer, req.stop, req.logprobs)
-        base_id = req.request_id or uuid.uuid4().hex
         self.stats.requests += 1
         forcer.start()
         rounds, rid = 0, None
@@ -199,7 +236,7 @@ class BudgetEngine:
                     min_tokens=forcer.round_min_tokens(),
                     stop_token_ids=forcer.round_stop_ids(),
                     ignore_eos=True,  # the forcer, not the generation config, decides where turns end
-                    temperature=req.temperature if temperature is None else temperature,
+                    temperature=temperature,
                     top_p=req.top_p,
                     seed=None if seed is None else seed + 7919 * rounds,
                     logit_bias=req.logit_bias,
@@ -243,6 +280,20 @@ class BudgetEngine:
         result = self._result(forcer, len(prompt), req, rounds)
         result.answer_logprobs, result.stop_string = output.logprobs, output.answer.matched
         yield "result", result
+
+    def _forces_in_engine(self, req: GenerationRequest, ids: FormatIds, temperature: float) -> bool:
+        """The backend for one request: its ``forcing`` (else the engine's), in_engine only where
+        :func:`~s1ray.engine.forcing.in_engine_supports` says it is exact."""
+        from s1ray.engine.forcing import in_engine_supports
+
+        mode = req.forcing or self.cfg.forcing
+        if mode == "rounds":
+            return False
+        if not self.in_engine:
+            if req.forcing == "in_engine":
+                raise BudgetError("forcing", "this engine was built without the in-engine forcing processor")
+            return False
+        return in_engine_supports(req, ids, temperature) is None
 
     def _result(self, forcer: BudgetForcer, prompt_len: int, req: GenerationRequest, rounds: int) -> GenerationResult:
         dec = lambda t: self.tokenizer.decode(t, skip_special_tokens=False)  # noqa: E731

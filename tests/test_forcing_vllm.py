@@ -1,0 +1,107 @@
+"""The in-engine backend against the rounds backend on a real vLLM engine (CPU, tiny random model).
+
+Both run on the session engine (built with ``forcing: auto``, so it has the processor), chosen
+per request.
+"""
+
+import asyncio
+import math
+
+import pytest
+
+from s1ray.engine.budget import ThinkingBudget
+from s1ray.engine.types import GenerationRequest
+from s1ray.formats import FORMATS
+
+pytestmark = pytest.mark.vllm
+
+QUESTIONS = [[{"role": "user", "content": "What is 12 + 30?"}], [{"role": "user", "content": "Name a prime."}]]
+CONT = " Wait, let me check"  # several tokens: a cap can fall inside it
+GRID = [  # (budget, continuation override)
+    (ThinkingBudget(16, None, max_answer_tokens=6), None),  # min only
+    (ThinkingBudget(0, 24, max_answer_tokens=6), None),  # max only
+    (ThinkingBudget(10, 40, max_answer_tokens=6), None),  # both
+    (ThinkingBudget(0, 60, num_waits=2, max_answer_tokens=6), None),  # num_waits
+    (ThinkingBudget(13, 13, max_answer_tokens=4), CONT),  # the cap falls inside a continuation
+    (ThinkingBudget(0, 0, max_answer_tokens=4), None),  # zero cap
+    (ThinkingBudget(4, None, max_answer_tokens=6, max_total_tokens=20), None),  # total bound (OpenAI max_tokens)
+]
+
+
+def trigger_of(engine, fmt):
+    return engine.planner.ids_for(FORMATS[fmt], None).end_triggers[0][0]
+
+
+def test_greedy_in_engine_equals_rounds_token_for_token(engine, loop):
+    cases = [(fmt, q, budget, cont, bias) for fmt in sorted(FORMATS) for q in QUESTIONS[:1]
+             for budget, cont in GRID for bias in (None, 6.0)]
+
+    def req(fmt, q, budget, cont, bias, forcing):
+        lb = {trigger_of(engine, fmt): bias} if bias else None  # with a bias the model tries to stop
+        return GenerationRequest(messages=q, format=fmt, budget=budget, continuation=cont, logit_bias=lb,
+                                 forcing=forcing)
+
+    async def run(forcing):  # each backend's requests together, one backend after the other
+        return await asyncio.gather(*(engine.generate(req(*c, forcing)) for c in cases))
+
+    before = engine.stats.in_engine_requests
+    ref, got = loop.run(run("rounds")), loop.run(run("in_engine"))
+    assert engine.stats.in_engine_requests == before + len(cases)
+    for c, a, b in zip(cases, ref, got):
+        assert b.rounds == 1
+        assert (b.thinking_token_ids, b.answer_token_ids) == (a.thinking_token_ids, a.answer_token_ids), c
+        assert (b.num_waits, b.forced_end, b.finish_reason, b.thinking, b.answer) == (
+            a.num_waits, a.forced_end, a.finish_reason, a.thinking, a.answer), c
+    # the grid really exercised both ends of the budget
+    assert any(r.num_waits for r in ref) and any(r.forced_end and r.num_waits for r in ref)
+    assert any(r.finish_reason == "length" and r.answer_tokens for r in ref)
+
+
+def ks_statistic(a: list[int], b: list[int]) -> float:
+    values = sorted(set(a) | set(b))
+    return max(abs(sum(x <= v for x in a) / len(a) - sum(x <= v for x in b) / len(b)) for v in values)
+
+
+def test_sampled_in_engine_matches_rounds_in_distribution(engine, loop):
+    """Temperature 1, many seeds: Control is 100% and the number of Waits per answer has the same
+    distribution under both backends. Tolerances: the means within 4 standard errors of their
+    difference, and the two-sample Kolmogorov-Smirnov statistic under its 0.1% critical value
+    (1.95 * sqrt(2 / n)); both are deterministic for these seeds."""
+    n, lo, hi = 160, 24, 48
+    bias = {trigger_of(engine, "s1"): math.log(1999 / 7)}  # tries to stop about every 8 tokens
+
+    async def run(forcing):
+        return await asyncio.gather(*(engine.generate(GenerationRequest(
+            messages=QUESTIONS[i % 2], budget=ThinkingBudget(lo, hi, max_answer_tokens=3), logit_bias=bias,
+            temperature=1.0, seed=1000 + i, forcing=forcing)) for i in range(n)))
+
+    ref, got = loop.run(run("rounds")), loop.run(run("in_engine"))
+    assert all(r.rounds == 1 for r in got)
+    for r in ref + got:  # Control = 100%
+        assert lo <= r.thinking_tokens <= hi and r.thinking_tokens == len(r.thinking_token_ids)
+    wa, wb = [r.num_waits for r in ref], [r.num_waits for r in got]
+    ma, mb = sum(wa) / n, sum(wb) / n
+    va = sum((x - ma) ** 2 for x in wa) / (n - 1)
+    vb = sum((x - mb) ** 2 for x in wb) / (n - 1)
+    assert ma > 1, "the model hardly tried to stop: the test would not compare anything"
+    assert abs(ma - mb) <= 4 * math.sqrt((va + vb) / n), (ma, mb, va, vb)
+    assert ks_statistic(wa, wb) <= 1.95 * math.sqrt(2 / n), (sorted(wa), sorted(wb))
+    assert len({tuple(r.thinking_token_ids) for r in got}) > n // 2  # really sampled, not one path
+
+
+def test_top_p_and_multi_token_requests_fall_back_to_rounds(engine, loop):
+    before = engine.stats.in_engine_requests
+    r = loop.run(engine.generate(GenerationRequest(messages=QUESTIONS[0], budget=ThinkingBudget(4, 16, max_answer_tokens=2),
+                                                   temperature=1.0, top_p=0.9, seed=1,
+                                                   logit_bias={trigger_of(engine, "s1"): 8.0})))
+    assert engine.stats.in_engine_requests == before and r.rounds > 1 and 4 <= r.thinking_tokens <= 16
+
+
+def test_a_reused_request_id_starts_from_a_fresh_forcer(engine, loop):
+    """Callers may reuse request ids; the processor must not take the second request for the
+    first one back from preemption (that one's forcer is DONE and would end the answer at once)."""
+    req = GenerationRequest(messages=QUESTIONS[0], budget=ThinkingBudget(0, 16, max_answer_tokens=5),
+                            request_id="reused-id", forcing="in_engine")
+    a, b = loop.run(engine.generate(req)), loop.run(engine.generate(req))
+    assert (a.thinking_token_ids, a.answer_token_ids) == (b.thinking_token_ids, b.answer_token_ids)
+    assert a.thinking_tokens == 16 and a.answer_tokens == 5
