@@ -79,9 +79,11 @@ def resolve_output(path: str, field: str, *, uri_ok: bool = False) -> str:
     return str(p.resolve())
 
 
-def announce(job: str, where: str, echo=print) -> None:
-    """The one line every job prints: where its outputs went."""
-    echo(f"[s1ray] {job}: outputs in {where}")
+def announce(job: str, where: str, echo=None) -> None:
+    """The one line every job prints: where its outputs went (on the terminal, not in the log)."""
+    from s1ray.console import say
+
+    (echo or say)(f"[s1ray] {job}: outputs in {where}")
 
 
 def looks_local(model: str) -> bool:

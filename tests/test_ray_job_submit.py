@@ -171,11 +171,11 @@ def test_eval_of_a_model_only_on_the_submitting_machine(cluster, checkout, tmp_p
     # Without a storage location the outputs would vanish with Ray's copy of the working dir.
     status, logs = submit(cluster, checkout, entry, data)
     assert status.endswith("FAILED") and "Traceback" not in logs, logs
-    assert "evaluate: output_dir: relative path 'runs/eval/tiny' would land in Ray's temporary copy" in logs
+    assert "s1ray eval: output_dir: relative path 'runs/eval/tiny' would land in Ray's temporary copy" in logs
     # .tiny/model is gitignored: it never travels, and the driver says so before any engine starts.
     status, logs = submit(cluster, checkout, entry, {**data, "S1RAY_STORAGE": str(store)})
     assert status.endswith("FAILED") and "Traceback" not in logs and "HFValidationError" not in logs, logs
-    assert "evaluate: engine.model: '.tiny/model' is a local path that did not travel with the job" in logs
+    assert "s1ray eval: engine.model: '.tiny/model' is a local path that did not travel with the job" in logs
     # An absolute path on storage the node sees (one machine: its own disk) works; outputs land in the storage.
     status, logs = submit(cluster, checkout, [*entry, f"engine.model={checkout / '.tiny/model'}", "limit=2",
                                               "datasets=[aime24]", "budgets=[16]", "methods=[budget_forcing]",

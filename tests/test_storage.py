@@ -81,4 +81,4 @@ def test_evaluate_job_rejects_a_model_that_did_not_travel_before_any_actor(plain
     code = main(["--config", str(ROOT / "configs/eval/tiny.yaml"), "output_dir=/tmp/unused-s1ray-eval"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and not ray.is_initialized()
-    assert err.startswith("evaluate: engine.model: '.tiny/model' is a local path that did not travel") and "\n" not in err
+    assert err.startswith("s1ray eval: engine.model: '.tiny/model' is a local path that did not travel") and "\n" not in err

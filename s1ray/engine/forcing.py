@@ -181,7 +181,7 @@ class OutputSplitter:
                 del self.thinking_ids[len(self.thinking_ids) - self.holdback :]
                 self.phase = Phase.ANSWER
                 self._delim_left = len(self.ids.thinking_end) - self.holdback - 1
-                cap = self.budget.max_tokens
+                cap = self.budget.thinking_cap
                 self.forced_end = cap is not None and len(self.thinking_ids) >= cap
             else:
                 self.thinking_ids.append(tok)
@@ -189,7 +189,7 @@ class OutputSplitter:
             self._delim_left -= 1
         elif self.phase is Phase.ANSWER:
             if tok in self.ids.answer_stop:
-                full = len(self.answer_ids) >= self.budget.max_answer_tokens  # the forced end of turn
+                full = len(self.answer_ids) >= self.budget.answer_cap(len(self.thinking_ids))  # forced end of turn
                 self.answer_finish = "length" if full else "stop"
                 self.phase = Phase.DONE
             else:

@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 
 def request_max_tokens(budget: ThinkingBudget, ids: FormatIds, room: int) -> int:
     """The whole answer's token bound: thinking cap + end of thinking + answer cap + end of turn."""
-    if budget.max_tokens is None:
+    cap = budget.thinking_cap
+    if cap is None:
         return room
-    return min(room, budget.max_tokens + len(ids.thinking_end) + budget.max_answer_tokens + 1)
+    return min(room, cap + len(ids.thinking_end) + budget.max_answer_tokens + 1)
 
 
 async def _continuations(engine, key: str, split: OutputSplitter) -> int:
