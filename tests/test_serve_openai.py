@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 
@@ -18,18 +17,14 @@ import httpx
 import openai
 import pytest
 
+from test_serve import _free_port  # one helper for both Serve modules
+
 pytestmark = [pytest.mark.ray, pytest.mark.vllm]
 
 MODEL = "s1ray-tiny"
 Q = [{"role": "user", "content": "What is 12 + 30?"}]
 EFFORT = {"low": {"min_thinking_tokens": 6, "max_thinking_tokens": 6},
           "high": {"min_thinking_tokens": 12, "max_thinking_tokens": 12}}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
