@@ -355,10 +355,13 @@ class S1RayServer:
 def build_app(cfg: ServeConfig):
     """A Serve application for ``cfg`` (``serve.run(build_app(cfg))``)."""
     # Serve admits generations up to the in-replica gate's limits plus the admin slots; the gate
-    # (s1ray.serve.admission) keeps generation inside its share.
+    # (s1ray.serve.admission) keeps generation inside its share and answers a full queue with an
+    # OpenAI-shaped 503. Serve's own router queue is left unbounded (-1): it holds only requests
+    # in transit to a replica, and bounding it turned a burst's second request into a plain-text
+    # "dropped due to backpressure" 503 before the gate ever saw it.
     opts: dict = {
         "max_ongoing_requests": cfg.max_ongoing_requests + cfg.max_queued_requests + cfg.admin_slots,
-        "max_queued_requests": cfg.max_queued_requests,
+        "max_queued_requests": -1,
         "backpressure_config": {"retry_after_s": cfg.retry_after_s},
         "ray_actor_options": {"num_cpus": cfg.num_cpus_per_replica, "num_gpus": cfg.num_gpus_per_replica or 0},
     }
