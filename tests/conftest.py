@@ -58,3 +58,17 @@ def engine(tiny_model_dir, loop):
     eng = loop.run(BudgetEngine.create(cfg))
     yield eng
     eng.shutdown()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_ray_left_running(request):
+    """A module that leaves Ray running (Ray Data starts it on first use) would make the next
+    module's ``ray.init`` fail: shut it down after the module, and say which module left it."""
+    yield
+    import sys
+    import warnings
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        warnings.warn(f"{request.module.__name__} left Ray running; shut down after the module", stacklevel=1)
+        ray.shutdown()
