@@ -179,7 +179,7 @@ def _token_counter(tokenizer: str | None) -> Callable[[str], int]:
 
 def _trace_features_batch(batch: pa.Table, patterns: list[dict], drop_truncated: bool, drop_empty_attempt: bool,
                           tokenizer: str | None) -> pa.Table:
-    from s1ray.eval.grading import extract_answer
+    from s1ray.answers import extract_answer
 
     pats = F.compile_patterns(patterns)
     count = _token_counter(tokenizer)
@@ -202,7 +202,7 @@ def _trace_features_batch(batch: pa.Table, patterns: list[dict], drop_truncated:
 
 
 def _quality_batch(batch: pa.Table, best_ref, patterns: list[dict], trusted: list[dict], schema: pa.Schema) -> pa.Table:
-    from s1ray.eval.grading import is_equivalent
+    from s1ray.answers import is_equivalent
 
     best = _bcast(best_ref)
     pats = F.compile_patterns(patterns)
@@ -238,7 +238,7 @@ GRADE_SCHEMA = pa.schema([("solver", _S), ("id", _S), ("correct", _B), ("judged"
 
 
 def _grade_batch(batch: pa.Table, refs_ref, judge: dict | None) -> pa.Table:
-    from s1ray.eval.grading import is_equivalent
+    from s1ray.answers import is_equivalent
 
     refs = _bcast(refs_ref)
     out, ask = [], []

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from s1ray.answers import extract_answer
 from s1ray.data.schema import SchemaError, question_from_record
 
 QUESTION_COLUMNS = ("id", "source", "question", "solution", "answer", "metadata", "ingest_source")
@@ -52,8 +53,6 @@ def question_rows(records: Iterable[Mapping[str, Any]], src: Mapping[str, Any]) 
             continue
         answer = q.answer
         if answer is None and src.get("answer_from_solution") and q.solution:
-            from s1ray.eval.grading import extract_answer
-
             answer = extract_answer(q.solution)
         out.append({"id": f"{src.get('id_prefix') or ''}{q.id}", "source": q.source, "question": q.question,
                     "solution": q.solution, "answer": answer, "metadata": _json(q.metadata),
@@ -144,8 +143,6 @@ def solver_row(rec: Mapping[str, Any], solver: str, fields: Mapping[str, str] | 
 
     extracted = _text(get("extracted_answer"))
     if extracted is None and get("answer") is not None and not get("error"):
-        from s1ray.eval.grading import extract_answer
-
         text = _text(get("answer")) or ""
         extracted = extract_answer(text) or (text.strip() or None)
     return {"solver": solver, "id": str(get("id")), "sample_index": _int(get("sample_index")) or 0,

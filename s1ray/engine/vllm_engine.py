@@ -27,6 +27,7 @@ import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
+from s1ray.answers import extract_answer
 from s1ray.engine.budget import BudgetError, BudgetForcer, FormatIds, Phase, Signal, ThinkingBudget
 from s1ray.engine.control import within_bounds
 from s1ray.engine.planner import RequestPlanner
@@ -322,8 +323,6 @@ class BudgetEngine:
     async def vote(self, req: GenerationRequest, n: int) -> VoteOutcome:
         """N samples of one prompt, run concurrently (prefix caching shares the prompt's KV),
         answers extracted and majority-voted; ties go to the earliest sample."""
-        from s1ray.eval.grading import extract_answer
-
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise BudgetError("n", f"must be an integer >= 1, got {n!r}")
         base = req.request_id or uuid.uuid4().hex

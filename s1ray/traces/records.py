@@ -14,7 +14,7 @@ import time
 from typing import Any, Callable
 
 from s1ray.data.schema import Question
-from s1ray.eval.grading import extract_answer
+from s1ray.answers import extract_answer
 from s1ray.traces.config import PromptConfig
 from s1ray.traces.parsing import parse_output
 
