@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from s1ray.formats import ReasoningFormat
+from s1ray.formats import ReasoningFormat, render_prompt, single_token_ids
 
 IGNORE = -100
 _SENTINEL = "\u2063S1RAY\u2063"
@@ -121,7 +121,7 @@ class Renderer:
         if _SENTINEL not in text:
             raise DataError("the tokenizer's chat template drops the assistant message; cannot render SFT data")
         suffix = self.encode(text.split(_SENTINEL, 1)[1])
-        stops = {ids[0] for ids in map(self.encode, fmt.answer_stop) if len(ids) == 1}
+        stops = single_token_ids(self.tok, fmt.answer_stop)
         cut = next((k + 1 for k, t in enumerate(suffix) if t in stops), None)
         if cut is None:  # no known stop token: fall back to the tokenizer's eos
             eos = self.tok.eos_token_id
@@ -138,10 +138,8 @@ class Renderer:
         return msgs
 
     def prompt_text(self, question: str) -> str:
-        """Exactly the engine's prompt (s1ray.engine.planner.RequestPlanner.prompt_ids)."""
-        text = self.tok.apply_chat_template(self._messages(question), tokenize=False, add_generation_prompt=True)
-        start = self.fmt.thinking_start
-        return text if text.endswith(start) else text + start
+        """Exactly the engine's prompt: both render with :func:`s1ray.formats.render_prompt`."""
+        return render_prompt(self.tok, self._messages(question), self.fmt.thinking_start)
 
     def render(self, question: str, thinking: str, attempt: str) -> Rendered:
         thinking, attempt = _text(thinking).strip(), _text(attempt).strip()
