@@ -322,18 +322,12 @@ def _questions_file(kept: Path, out: Path) -> None:
 def _load_hf(spec, **load_kwargs):
     """An HF dataset from a ``save_to_disk`` directory or the hub (``spec``: path, config, split,
     revision), as one split."""
-    import datasets
+    from s1ray.dataio import DataError, load_hf
 
-    p = Path(spec.path)
-    if p.is_dir():
-        hf = datasets.load_from_disk(str(p))
-        if not isinstance(hf, datasets.DatasetDict):
-            return hf
-        if spec.split not in hf:
-            raise CurationError(f"{spec.path}: split {spec.split!r} not found (the saved dataset has "
-                                f"{sorted(hf)}); set `split`")
-        return hf[spec.split]
-    return datasets.load_dataset(spec.path, spec.config, split=spec.split, revision=spec.revision, **load_kwargs)
+    try:
+        return load_hf(spec.path, split=spec.split, config=spec.config, revision=spec.revision, **load_kwargs)
+    except DataError as exc:
+        raise CurationError(str(exc)) from None
 
 
 class _Writer:

@@ -252,24 +252,3 @@ def expand_paths(path: str) -> list[Path]:
 
         return sorted(Path(f) for f in glob.glob(path))
     return [p] if p.exists() else []
-
-
-def read_records(path: str | Path, kind: str, columns: list[str] | None = None) -> Iterable[dict[str, Any]]:
-    """Records of a small local file (eval sets; the driver reads these, not Ray)."""
-    p = Path(path)
-    if kind == "parquet" or p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        yield from pq.read_table(p, columns=columns).to_pylist()
-        return
-    if p.suffix == ".json":
-        data = json.loads(p.read_text(encoding="utf-8"))
-        if isinstance(data, dict):
-            lists = [v for v in data.values() if isinstance(v, list)]
-            data = lists[0] if len(lists) == 1 else []
-        yield from data
-        return
-    with p.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)

@@ -1,5 +1,8 @@
 """SFT data, pure (no Ray, no DeepSpeed): render, label, filter, pack, schedule, collate.
 
+The records themselves come from :func:`s1ray.dataio.load_records`; bad data is a
+:class:`s1ray.dataio.DataError`.
+
 Rendering (what the model sees) matches what the engine does at inference, token for token:
 
     prompt   = chat_template([system?, user: question], add_generation_prompt=True) + thinking_start
@@ -35,51 +38,15 @@ prediction across an example boundary is never in the loss.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from s1ray.dataio import DataError
 from s1ray.formats import ReasoningFormat, render_prompt, single_token_ids
 
 IGNORE = -100
 _SENTINEL = "\u2063S1RAY\u2063"
-
-
-class DataError(ValueError):
-    """Bad dataset (missing column, empty, too small for one step)."""
-
-
-# -- loading ----------------------------------------------------------------------------------
-def load_records(source: str, split: str = "train", hf_config: str | None = None, limit: int | None = None):
-    """Rows of an s1K-style dataset as a list of dicts (any of the supported sources)."""
-    import datasets
-
-    p = Path(source)
-    if p.is_file() and p.suffix in (".jsonl", ".json"):
-        ds = datasets.load_dataset("json", data_files=str(p), split="train")
-    elif p.is_file() and p.suffix == ".parquet":
-        ds = datasets.load_dataset("parquet", data_files=str(p), split="train")
-    elif p.is_dir() and ((p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists()):
-        ds = datasets.load_from_disk(str(p))
-        if isinstance(ds, datasets.DatasetDict):
-            if split not in ds:
-                raise DataError(f"dataset.split: {split!r} not in {sorted(ds)} ({source})")
-            ds = ds[split]
-    elif p.is_dir() and any(p.glob("*.parquet")):
-        ds = datasets.load_dataset("parquet", data_files=str(p / "*.parquet"), split="train")
-    elif p.exists():
-        raise DataError(f"dataset.source: {source!r} is not a .jsonl/.json/.parquet file or dataset directory")
-    elif p.suffix in (".jsonl", ".json", ".parquet") or source.startswith((".", "/", "~")):
-        raise DataError(f"dataset.source: {source!r} does not exist")
-    else:
-        try:
-            ds = datasets.load_dataset(source, hf_config, split=split)
-        except Exception as exc:  # no network, no such dataset or split
-            raise DataError(f"dataset.source: cannot load HF dataset {source!r} split {split!r}: {exc}") from None
-    if limit is not None:
-        ds = ds.select(range(min(limit, len(ds))))
-    return [dict(r) for r in ds]
 
 
 def _text(value: Any) -> str:
