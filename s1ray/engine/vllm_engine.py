@@ -24,6 +24,7 @@ import atexit
 import os
 import uuid
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
@@ -35,6 +36,8 @@ from s1ray.engine.progress import ForcedOutput
 from s1ray.engine.stops import cut_at_stop
 from s1ray.engine.types import EngineConfig, GenerationRequest, GenerationResult, VoteOutcome
 from s1ray.engine.voting import majority_vote
+
+ABORTED_IDS_KEPT = 64
 
 
 @dataclass
@@ -49,7 +52,9 @@ class EngineStats:
     continuations: int = 0
     in_engine_requests: int = 0  # of ``requests``: forced in vLLM's sampler, one engine request each
     aborted_requests: int = 0  # requests the caller cancelled (disconnect, deadline), aborted in vLLM
-    aborted_ids: list[str] = field(default_factory=list)
+    # The most recent aborted requests' base ids (tests find theirs); bounded, because a replica
+    # lives as long as its deployment.
+    aborted_ids: deque[str] = field(default_factory=lambda: deque(maxlen=ABORTED_IDS_KEPT))
 
 
 def _platform_defaults(cfg: EngineConfig) -> dict:

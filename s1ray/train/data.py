@@ -146,9 +146,6 @@ class PreparedData:
     def row_len(self, r: int) -> int:
         return sum(len(self.input_ids[i]) for i in self.rows[r])
 
-    def row_label_tokens(self, r: int) -> int:
-        return sum(int((self.labels[i] != IGNORE).sum()) for i in self.rows[r])
-
 
 def prepare_examples(
     records: list[dict],
