@@ -10,12 +10,16 @@ Two formats ship:
   at ``<|im_start|>answer`` (s1's reference stops thinking at any ``<|im_start|>`` or
   ``<|im_end|>``), the answer follows.
 * ``think-tags`` -- DeepSeek-R1 distills, QwQ, Qwen3: ``<think>`` ... ``</think>`` then the answer.
+
+:func:`render_prompt` is the one place a prompt is rendered (the engine, SFT data and local
+trace generation all call it), so a model is trained on exactly the prompt it is served with.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Annotated
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 from pydantic import AfterValidator
 
@@ -42,10 +46,6 @@ class ReasoningFormat:
     answer_prefix: str = "Final Answer:"
     continuation: str = "Wait"
     answer_stop: tuple[str, ...] = field(default=("<|im_end|>", "<|endoftext|>"))
-
-    def with_overrides(self, **changes: object) -> "ReasoningFormat":
-        """A copy with some fields replaced; ``None`` values are ignored."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 S1 = ReasoningFormat(
@@ -83,3 +83,28 @@ def _check_format_name(name: str) -> str:
 
 # A config field holding a format's name, validated on load (shared by every job's config).
 FormatName = Annotated[str, AfterValidator(_check_format_name)]
+
+
+# -- prompts ----------------------------------------------------------------------------------
+def open_thinking(text: str, thinking_start: str) -> str:
+    """``text`` ending with ``thinking_start``: appended, unless the chat template (or the raw
+    prompt) already ends with it -- some templates open thinking themselves."""
+    return text if text.endswith(thinking_start) else text + thinking_start
+
+
+def render_prompt(
+    tokenizer, messages: Sequence[Mapping[str, Any]], thinking_start: str = "", **chat_template_kwargs: Any
+) -> str:
+    """The text a model continues: the chat template with its generation prompt, then the start
+    of thinking (a format's ``thinking_start``, or a job's own prefix)."""
+    text = tokenizer.apply_chat_template(
+        [dict(m) for m in messages], tokenize=False, add_generation_prompt=True, **chat_template_kwargs
+    )
+    return open_thinking(text, thinking_start)
+
+
+def single_token_ids(tokenizer, texts: Iterable[str]) -> frozenset[int]:
+    """Ids of the ``texts`` that are one token each. Only a single-token marker can stop an answer
+    exactly (Qwen-family tokenizers have ``<|im_end|>``/``<|endoftext|>`` as special tokens)."""
+    ids = (tokenizer.encode(t, add_special_tokens=False) for t in texts)
+    return frozenset(i[0] for i in ids if len(i) == 1)

@@ -20,15 +20,12 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
     from pydantic import ValidationError
 
     from s1ray.config import ConfigError
+    from s1ray.dataio import DataError
     from s1ray.engine.budget import BudgetError
-    from s1ray.eval.data import DataError as EvalDataError
     from s1ray.eval.sweep import SetupMismatch
-    from s1ray.traces.inputs import InputError
     from s1ray.traces.output import OutputMismatch
-    from s1ray.train.data import DataError as TrainDataError
 
-    return (ConfigError, ValidationError, BudgetError, EvalDataError, SetupMismatch, InputError, OutputMismatch,
-            TrainDataError, FileNotFoundError)
+    return (ConfigError, ValidationError, BudgetError, DataError, SetupMismatch, OutputMismatch, FileNotFoundError)
 
 
 def _local_logs(output: str, name: str) -> Path:

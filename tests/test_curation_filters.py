@@ -219,7 +219,7 @@ def test_trusted_rules_follow_s1():
 
 # ------------------------------------------------------------------------------- difficulty
 def test_difficulty_drops_exactly_what_a_scripted_solver_got_right():
-    from s1ray.eval.grading import is_equivalent
+    from s1ray.answers import is_equivalent
 
     refs = {f"q{i}": str(i * 7) for i in range(12)}
     refs["q-none"] = None

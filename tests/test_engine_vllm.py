@@ -186,7 +186,7 @@ def test_majority_vote(engine, loop):
     assert len(out.samples) == 6 and len(out.answers) == 6
     assert sum(out.distribution.values()) == sum(a is not None for a in out.answers)
     top = max(out.distribution.values())
-    from s1ray.eval.grading import normalize_answer
+    from s1ray.answers import normalize_answer
 
     assert out.distribution[normalize_answer(out.answer)] == top
     again = loop.run(engine.vote(req, 6))  # same seeds, same votes

@@ -12,7 +12,7 @@ import pytest
 
 from s1ray.eval import data
 from s1ray.eval.data import DataError, EvalItem, load_dataset_items
-from s1ray.eval.grading import grade
+from s1ray.answers import grade
 
 GPQA_COLS = ["Record ID", "Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2",
              "Incorrect Answer 3", "High-level domain"]

@@ -1,12 +1,12 @@
-"""Unit tests for s1ray.eval.grading (pure, fast: no Ray, no vLLM)."""
+"""Unit tests for s1ray.answers (pure, fast: no Ray, no vLLM)."""
 
 import threading
 import time
 
 import pytest
 
-from s1ray.eval import grading
-from s1ray.eval.grading import extract_answer, grade, is_equivalent, normalize_answer
+from s1ray import answers
+from s1ray.answers import extract_answer, grade, is_equivalent, normalize_answer
 
 # ------------------------------------------------------------------ extraction
 
@@ -230,8 +230,8 @@ def test_is_equivalent_int_gold():
 
 def test_is_equivalent_pathological_times_out(monkeypatch):
     # Sympy would try to evaluate this tower; the timeout must return False.
-    monkeypatch.setattr(grading, "MATH_VERIFY_TIMEOUT_S", 1)
-    grading._math_verify.cache_clear()
+    monkeypatch.setattr(answers, "MATH_VERIFY_TIMEOUT_S", 1)
+    answers._math_verify.cache_clear()
     t0 = time.perf_counter()
     assert is_equivalent(r"10^{10^{10^{10}}}", "1") is False  # needs the timeout
     assert is_equivalent(r"10^{10^{10^{10}}}", r"10^{10^{10^{10}}}+1") is False
@@ -241,7 +241,7 @@ def test_is_equivalent_pathological_times_out(monkeypatch):
 def test_is_equivalent_works_off_main_thread():
     # math_verify's signal.alarm timeout raises in non-main threads; we must
     # still answer correctly there (threaded Ray actors / serve replicas).
-    grading._math_verify.cache_clear()
+    answers._math_verify.cache_clear()
     out = {}
 
     def work():

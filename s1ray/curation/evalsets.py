@@ -17,7 +17,8 @@ from pathlib import Path
 
 from s1ray.config import ConfigError
 from s1ray.curation.config import DecontamConfig, EvalSetConfig
-from s1ray.eval.data import DataError, default_data_dir, resolve_rows
+from s1ray.dataio import DataError
+from s1ray.eval.data import default_data_dir, resolve_rows
 
 FIELD = "decontamination.eval_sets"
 

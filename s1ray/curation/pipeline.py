@@ -179,7 +179,7 @@ def _token_counter(tokenizer: str | None) -> Callable[[str], int]:
 
 def _trace_features_batch(batch: pa.Table, patterns: list[dict], drop_truncated: bool, drop_empty_attempt: bool,
                           tokenizer: str | None) -> pa.Table:
-    from s1ray.eval.grading import extract_answer
+    from s1ray.answers import extract_answer
 
     pats = F.compile_patterns(patterns)
     count = _token_counter(tokenizer)
@@ -202,7 +202,7 @@ def _trace_features_batch(batch: pa.Table, patterns: list[dict], drop_truncated:
 
 
 def _quality_batch(batch: pa.Table, best_ref, patterns: list[dict], trusted: list[dict], schema: pa.Schema) -> pa.Table:
-    from s1ray.eval.grading import is_equivalent
+    from s1ray.answers import is_equivalent
 
     best = _bcast(best_ref)
     pats = F.compile_patterns(patterns)
@@ -238,7 +238,7 @@ GRADE_SCHEMA = pa.schema([("solver", _S), ("id", _S), ("correct", _B), ("judged"
 
 
 def _grade_batch(batch: pa.Table, refs_ref, judge: dict | None) -> pa.Table:
-    from s1ray.eval.grading import is_equivalent
+    from s1ray.answers import is_equivalent
 
     refs = _bcast(refs_ref)
     out, ask = [], []
@@ -322,18 +322,12 @@ def _questions_file(kept: Path, out: Path) -> None:
 def _load_hf(spec, **load_kwargs):
     """An HF dataset from a ``save_to_disk`` directory or the hub (``spec``: path, config, split,
     revision), as one split."""
-    import datasets
+    from s1ray.dataio import DataError, load_hf
 
-    p = Path(spec.path)
-    if p.is_dir():
-        hf = datasets.load_from_disk(str(p))
-        if not isinstance(hf, datasets.DatasetDict):
-            return hf
-        if spec.split not in hf:
-            raise CurationError(f"{spec.path}: split {spec.split!r} not found (the saved dataset has "
-                                f"{sorted(hf)}); set `split`")
-        return hf[spec.split]
-    return datasets.load_dataset(spec.path, spec.config, split=spec.split, revision=spec.revision, **load_kwargs)
+    try:
+        return load_hf(spec.path, split=spec.split, config=spec.config, revision=spec.revision, **load_kwargs)
+    except DataError as exc:
+        raise CurationError(str(exc)) from None
 
 
 class _Writer:

@@ -14,7 +14,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from s1ray.curation.config import STAGES, CurationConfig
-from s1ray.curation.store import StageStore, replace_dir
+from s1ray.curation.store import StageStore
+from s1ray.dataio import replace_dir
 
 
 def _column(path: Path, col: str) -> list:

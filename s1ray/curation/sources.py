@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from s1ray.answers import extract_answer
 from s1ray.data.schema import SchemaError, question_from_record
 
 QUESTION_COLUMNS = ("id", "source", "question", "solution", "answer", "metadata", "ingest_source")
@@ -52,8 +53,6 @@ def question_rows(records: Iterable[Mapping[str, Any]], src: Mapping[str, Any]) 
             continue
         answer = q.answer
         if answer is None and src.get("answer_from_solution") and q.solution:
-            from s1ray.eval.grading import extract_answer
-
             answer = extract_answer(q.solution)
         out.append({"id": f"{src.get('id_prefix') or ''}{q.id}", "source": q.source, "question": q.question,
                     "solution": q.solution, "answer": answer, "metadata": _json(q.metadata),
@@ -144,8 +143,6 @@ def solver_row(rec: Mapping[str, Any], solver: str, fields: Mapping[str, str] | 
 
     extracted = _text(get("extracted_answer"))
     if extracted is None and get("answer") is not None and not get("error"):
-        from s1ray.eval.grading import extract_answer
-
         text = _text(get("answer")) or ""
         extracted = extract_answer(text) or (text.strip() or None)
     return {"solver": solver, "id": str(get("id")), "sample_index": _int(get("sample_index")) or 0,
@@ -255,24 +252,3 @@ def expand_paths(path: str) -> list[Path]:
 
         return sorted(Path(f) for f in glob.glob(path))
     return [p] if p.exists() else []
-
-
-def read_records(path: str | Path, kind: str, columns: list[str] | None = None) -> Iterable[dict[str, Any]]:
-    """Records of a small local file (eval sets; the driver reads these, not Ray)."""
-    p = Path(path)
-    if kind == "parquet" or p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        yield from pq.read_table(p, columns=columns).to_pylist()
-        return
-    if p.suffix == ".json":
-        data = json.loads(p.read_text(encoding="utf-8"))
-        if isinstance(data, dict):
-            lists = [v for v in data.values() if isinstance(v, list)]
-            data = lists[0] if len(lists) == 1 else []
-        yield from data
-        return
-    with p.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)

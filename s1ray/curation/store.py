@@ -18,21 +18,15 @@ nothing before it.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
-import os
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
-from s1ray.fsutil import fsync_dir
+from s1ray.dataio import fingerprint, replace_dir  # noqa: F401  (fingerprint: the stages' marker key)
 
 MARKER = "_SUCCESS.json"
-
-
-def fingerprint(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
 def _now() -> str:
@@ -86,20 +80,7 @@ class StageStore:
                   "config": config, "inputs": inputs}
         (tmp / MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True, default=str) + "\n")
         replace_dir(tmp, self.dir(stage))
-        fsync_dir(self.dir(stage).parent)
         return marker
 
     def abort(self, tmp: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Swap a finished directory into place (used for the dataset and the report)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    old = None
-    if final.exists():
-        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from s1ray.engine.budget import BudgetError, FormatIds, ThinkingBudget
 from s1ray.engine.control import ControlPlan, plan_control
 from s1ray.engine.types import EngineConfig, GenerationRequest
-from s1ray.formats import ReasoningFormat, get_format
+from s1ray.formats import ReasoningFormat, get_format, open_thinking, render_prompt, single_token_ids
 
 
 def tokenize_format(tokenizer, fmt: ReasoningFormat, continuation: str | None = None) -> FormatIds:
@@ -18,14 +18,11 @@ def tokenize_format(tokenizer, fmt: ReasoningFormat, continuation: str | None = 
     def enc(s: str) -> tuple[int, ...]:
         return tuple(tokenizer.encode(s, add_special_tokens=False))
 
-    # Only single-token end-of-turn markers can stop an answer exactly; Qwen-family
-    # tokenizers have <|im_end|>/<|endoftext|> as single special tokens.
-    stop = {ids[0] for ids in map(enc, fmt.answer_stop) if len(ids) == 1}
     return FormatIds(
         thinking_end=enc(fmt.thinking_end + (fmt.answer_prefix or "")),
         end_triggers=tuple(enc(t) for t in fmt.end_triggers),
         continuation=enc(continuation if continuation is not None else fmt.continuation),
-        answer_stop=frozenset(stop),
+        answer_stop=single_token_ids(tokenizer, fmt.answer_stop),
     )
 
 
@@ -64,11 +61,9 @@ class RequestPlanner:
             if not user:
                 raise BudgetError("messages", "needs at least one user message")
             msgs[user[-1]]["content"] += suffix
-            text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            text = render_prompt(self.tokenizer, msgs, start)
         else:
-            text = req.prompt + suffix
-        if not text.endswith(start):
-            text += start
+            text = open_thinking(req.prompt + suffix, start)
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def _token_prompt(self, ids: list[int], suffix: str, start: str) -> list[int]:

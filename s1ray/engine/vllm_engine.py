@@ -24,9 +24,11 @@ import atexit
 import os
 import uuid
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
+from s1ray.answers import extract_answer
 from s1ray.engine.budget import BudgetError, BudgetForcer, FormatIds, Phase, Signal, ThinkingBudget
 from s1ray.engine.control import within_bounds
 from s1ray.engine.planner import RequestPlanner
@@ -34,6 +36,8 @@ from s1ray.engine.progress import ForcedOutput
 from s1ray.engine.stops import cut_at_stop
 from s1ray.engine.types import EngineConfig, GenerationRequest, GenerationResult, VoteOutcome
 from s1ray.engine.voting import majority_vote
+
+ABORTED_IDS_KEPT = 64
 
 
 @dataclass
@@ -48,7 +52,9 @@ class EngineStats:
     continuations: int = 0
     in_engine_requests: int = 0  # of ``requests``: forced in vLLM's sampler, one engine request each
     aborted_requests: int = 0  # requests the caller cancelled (disconnect, deadline), aborted in vLLM
-    aborted_ids: list[str] = field(default_factory=list)
+    # The most recent aborted requests' base ids (tests find theirs); bounded, because a replica
+    # lives as long as its deployment.
+    aborted_ids: deque[str] = field(default_factory=lambda: deque(maxlen=ABORTED_IDS_KEPT))
 
 
 def _platform_defaults(cfg: EngineConfig) -> dict:
@@ -322,8 +328,6 @@ class BudgetEngine:
     async def vote(self, req: GenerationRequest, n: int) -> VoteOutcome:
         """N samples of one prompt, run concurrently (prefix caching shares the prompt's KV),
         answers extracted and majority-voted; ties go to the earliest sample."""
-        from s1ray.eval.grading import extract_answer
-
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise BudgetError("n", f"must be an integer >= 1, got {n!r}")
         base = req.request_id or uuid.uuid4().hex

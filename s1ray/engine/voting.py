@@ -6,6 +6,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from s1ray.answers import normalize_answer
+
 
 @dataclass(frozen=True)
 class VoteResult:
@@ -20,13 +22,11 @@ def majority_vote(
 ) -> VoteResult:
     """Vote among ``answers``; samples without an answer abstain.
 
-    Answers are grouped by ``key`` (default: the grader's ``normalize_answer``, so "0.5" and
+    Answers are grouped by ``key`` (default: :func:`s1ray.answers.normalize_answer`, so "0.5" and
     "$0.5$" are one vote). Ties go to the answer that appeared first, so the result depends only
     on the samples' order -- deterministic for a fixed seed.
     """
-    if key is None:
-        from s1ray.eval.grading import normalize_answer as key  # pure module, cheap import
-
+    key = key or normalize_answer
     keys: list[str | None] = [key(a) if a is not None else None for a in answers]
     counts = Counter(k for k in keys if k is not None)
     if not counts:

@@ -1,1 +1,1 @@
-"""Evaluation: answer extraction, grading and (pure-Python) scoring helpers."""
+"""Evaluation: benchmark data, sweeps, metrics, tables and plots (answers: :mod:`s1ray.answers`)."""

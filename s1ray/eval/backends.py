@@ -102,7 +102,7 @@ class EngineActor:
         from dataclasses import asdict
 
         st = asdict(self.engine.stats)
-        st.pop("cancelled_ids", None)
+        st.pop("aborted_ids", None)  # request ids: not a counter
         return st
 
     def shutdown(self) -> None:

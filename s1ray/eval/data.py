@@ -10,7 +10,7 @@ Pure module (no Ray, no vLLM). Everything becomes one schema, :class:`EvalItem`:
 
 Where data comes from (first match wins):
 
-1. ``path``: a local ``.jsonl``/``.json``/``.csv``/``.parquet`` file;
+1. ``path``: a local ``.jsonl``/``.json``/``.csv``/``.parquet`` file (:func:`s1ray.dataio.read_file`);
 2. ``hf_name``: a HF hub dataset the config names (``datasets.load_dataset``; network);
 3. ``$S1RAY_DATA_DIR/<name>.jsonl`` for a known set (aime24, math500, aime25), when the
    variable is set and the file is there (machines without network keep copies there);
@@ -25,15 +25,15 @@ in plain text (its authors ask so): it comes from the hub or the user's own copy
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import os
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from s1ray.dataio import DataError, load_hf, read_file
 
 KINDS = ("math", "aime", "mcq")
 LETTERS = "ABCD"
@@ -56,10 +56,6 @@ HUB_IDS: dict[str, tuple[str, str | None, str, str]] = {
     "aime24": ("HuggingFaceH4/aime_2024", None, "train", "id"),
     "gpqa_diamond": (GPQA_HUB[0], GPQA_HUB[1], GPQA_HUB[2], GPQA_ID),
 }
-
-
-class DataError(ValueError):
-    """A dataset cannot be loaded; the message names the dataset and what to do."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +101,7 @@ def resolve_rows(
     if path is not None:
         if not Path(path).is_file():
             raise DataError(f"{where}.path: eval set {name!r}: file {str(path)!r} does not exist")
-        return read_records(path), str(path), None
+        return read_file(path), str(path), None
     if hf_name is not None:
         return load_hub(hf_name, hf_config, split or "test"), f"hf:{hf_name}", None
     tried = ["no `path:`"]
@@ -114,7 +110,7 @@ def resolve_rows(
         if d is None:
             tried.append("S1RAY_DATA_DIR is not set")
         elif (d / f"{name}.jsonl").is_file():
-            return read_records(d / f"{name}.jsonl"), str(d / f"{name}.jsonl"), None
+            return read_file(d / f"{name}.jsonl"), str(d / f"{name}.jsonl"), None
         else:
             tried.append(f"no {name}.jsonl in S1RAY_DATA_DIR={str(d)!r}")
     hub = HUB_IDS.get(name)
@@ -126,40 +122,7 @@ def resolve_rows(
     raise _missing(name, where, tried)
 
 
-# ------------------------------------------------------------------ file reading
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a local ``.jsonl``/``.json``/``.csv``/``.parquet`` file as dicts."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"data file {str(p)!r} does not exist")
-    suffix = p.suffix.lower()
-    if suffix == ".jsonl":
-        rows = []
-        with p.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"{p}:{n}: not valid JSON ({exc.msg})") from None
-        return rows
-    if suffix == ".json":
-        data = json.loads(p.read_text(encoding="utf-8"))
-        if isinstance(data, dict):  # {"data": [...]} or {"rows": [...]}
-            data = next((v for v in data.values() if isinstance(v, list)), None)
-        if not isinstance(data, list):
-            raise DataError(f"{p}: expected a list of records")
-        return data
-    if suffix == ".csv":
-        with p.open(encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f))
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(p).to_pylist()
-    raise DataError(f"{p}: unsupported file type {suffix!r} (use .jsonl, .json, .csv or .parquet)")
-
-
+# ------------------------------------------------------------------ the hub
 class HubError(DataError):
     """A hub dataset could not be loaded; ``reason`` is the hub's answer in one line."""
 
@@ -171,9 +134,7 @@ class HubError(DataError):
 def load_hub(name: str, config: str | None = None, split: str = "test") -> list[dict[str, Any]]:
     """Rows of a HF hub dataset (network; gated sets read the token from ``HF_TOKEN``)."""
     try:
-        import datasets
-
-        ds = datasets.load_dataset(name, config, split=split, token=os.environ.get("HF_TOKEN") or None)
+        ds = load_hf(name, config=config, split=split, token=os.environ.get("HF_TOKEN") or None)
     except Exception as exc:  # network, offline mode, auth, unknown name: say what to do instead
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         raise HubError(

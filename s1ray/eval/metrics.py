@@ -137,7 +137,7 @@ def voting_curve(
     from s1ray.engine.voting import majority_vote
 
     if grade is None:
-        from s1ray.eval.grading import is_equivalent as grade
+        from s1ray.answers import is_equivalent as grade
     by_q: dict[tuple, list[dict]] = defaultdict(list)
     for s in samples:
         if s.get("mode") == "vote":

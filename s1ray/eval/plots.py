@@ -19,6 +19,8 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from s1ray.dataio import atomic_write  # noqa: E402
+
 _MARKERS = "osD^v<>ph*"
 
 
@@ -29,14 +31,11 @@ def _panels(datasets: Sequence[str]):
 
 
 def _finish(fig, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    tmp = p.with_name(p.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(p)
-    return p
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def _xaxis(ax, xs: list[float], log_x: bool) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 from s1ray.engine.control import within_bounds
 from s1ray.eval.config import BudgetSpec, EvalConfig
 from s1ray.eval.data import EvalItem, load_dataset_items
-from s1ray.eval.grading import extract_answer, is_equivalent
+from s1ray.answers import extract_answer, is_equivalent
 from s1ray.eval.samples import SampleWriter, read_samples, sample_key
 
 SAMPLES_FILE = "samples.jsonl"

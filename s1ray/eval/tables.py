@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
+
+from s1ray.dataio import write_text_atomic  # noqa: F401  (the tables' writer, used as tables.write_text_atomic)
 
 # column -> (header, kind): kind "pct" prints a fraction as a percentage, "num" a number.
 METHOD_COLUMNS = (
@@ -89,9 +90,3 @@ def csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = Non
     return buf.getvalue()
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(p)
-    return p

@@ -8,9 +8,7 @@ picks up where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
 import time
 from collections.abc import Callable
@@ -18,20 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from s1ray.console import captured, say, tail
+from s1ray.dataio import fingerprint, write_json_atomic, write_text_atomic
 from s1ray.pipeline.config import PipelineConfig
 from s1ray.pipeline.report import stage_summary
 from s1ray.storage import announce
-
-
-def _atomic_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
-
-
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class PipelineRunner:
@@ -152,10 +140,9 @@ class PipelineRunner:
         if any(p.question in seen for p in pool):
             raise RuntimeError("heldout: a held-out problem is in the curated training set")
         rows = random.Random(h.seed).sample(pool, min(h.n, len(pool)))
-        tmp = self.heldout_path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps({"id": p.id, "question": p.question, "answer": p.answer,
-                                           "steps": p.steps, "source": p.source}) + "\n" for p in rows))
-        os.replace(tmp, self.heldout_path)
+        lines = (json.dumps({"id": p.id, "question": p.question, "answer": p.answer, "steps": p.steps,
+                             "source": p.source}) + "\n" for p in rows)
+        write_text_atomic(self.heldout_path, "".join(lines))
         return {"rows": len(rows), "excluded_curated": len(seen)}
 
     def _train(self) -> dict:
@@ -212,7 +199,7 @@ class PipelineRunner:
             for stage in self.cfg.stages:
                 marker = self.work / "stages" / f"{stage}.json"
                 # Chained: a stage reruns when its own config or any earlier stage changed.
-                h = upstream = _hash({"stage": stage, "config": self.stage_config(stage), "upstream": upstream})
+                h = upstream = fingerprint({"stage": stage, "config": self.stage_config(stage), "upstream": upstream})[:16]
                 if marker.exists() and json.loads(marker.read_text()).get("hash") == h:
                     done = json.loads(marker.read_text())
                     self.echo(f"[pipeline] {stage}: done earlier ({done['wall_s']:.1f} s), skipped")
@@ -223,7 +210,7 @@ class PipelineRunner:
             if not ray_was_up and ray.is_initialized():  # the stages started it: stop it while logging
                 with captured(self.logs_dir / "ray_shutdown.log"):
                     ray.shutdown()
-        _atomic_json(self.work / "summary.json", self.summary)
+        write_json_atomic(self.work / "summary.json", self.summary, default=str)
         announce(f"pipeline {self.cfg.name}", str(self.work), self.echo)
         return self.summary
 
@@ -243,7 +230,7 @@ class PipelineRunner:
             raise
         wall = time.perf_counter() - t
         record = {"hash": h, "wall_s": wall, "result": result}
-        _atomic_json(marker, record)
+        write_json_atomic(marker, record, default=str)
         self.summary["stages"][stage] = record
         self.echo(f"[pipeline] {stage}: done in {wall:.1f} s -- {stage_summary(stage, result)}")
 

@@ -283,7 +283,7 @@ class S1RayServer:
     async def compare(self, body: P.CompareRequest, request: Request) -> dict:
         """Sequential scaling (one budget-forced sample) vs parallel scaling (N-way voting at
         about the same total thinking tokens), run concurrently."""
-        from s1ray.eval.grading import extract_answer, is_equivalent
+        from s1ray.answers import extract_answer, is_equivalent
 
         self._auth(request)
         if body.model is not None and body.model not in (self.cfg.model_name, self.cfg.engine.model):

@@ -24,8 +24,10 @@ from pydantic import Field, field_validator, model_validator
 
 from s1ray.config import S1Config
 from s1ray.data.schema import QUESTION_FIELDS
+from s1ray.formats import FORMATS
 
-REASONING_FORMATS = ("auto", "think-tags", "s1", "none")
+# How outputs are split: a reasoning format of s1ray.formats, or one of these two modes.
+PARSE_MODES = ("auto", "none")
 # Fields a prompt template may use.
 TEMPLATE_FIELDS = ("id", "source", "question", "solution", "answer")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -219,7 +221,7 @@ class TracesConfig(S1Config):
     teacher: Teacher
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    reasoning_format: str = Field("auto", description="auto | think-tags | s1 | none")
+    reasoning_format: str = Field("auto", description="auto | none | a format of s1ray.formats (s1, think-tags)")
     student_tokenizer: str | None = Field(
         None, description="counts thinking/answer tokens; default: the local teacher's tokenizer"
     )
@@ -248,8 +250,8 @@ class TracesConfig(S1Config):
     @field_validator("reasoning_format")
     @classmethod
     def _known_format(cls, v: str) -> str:
-        if v not in REASONING_FORMATS:
-            raise ValueError(f"unknown reasoning format {v!r}; expected one of {list(REASONING_FORMATS)}")
+        if v not in PARSE_MODES and v not in FORMATS:
+            raise ValueError(f"unknown reasoning format {v!r}; expected one of {[*PARSE_MODES, *sorted(FORMATS)]}")
         return v
 
     @model_validator(mode="after")

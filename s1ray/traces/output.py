@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from s1ray.fsutil import fsync_dir
+from s1ray.dataio import atomic_write, write_json_atomic
 from s1ray.traces.records import TRACE_COLUMNS, Key, unit_key
 
 MANIFEST = "manifest.json"
@@ -40,24 +38,6 @@ class InjectedFailure(RuntimeError):
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` then ``os.replace(tmp, path)``; the temp file is removed on failure."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    fsync_dir(path.parent)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n"))
 
 
 def arrow_schema():

@@ -13,8 +13,9 @@ import functools
 import time
 from typing import Any, Callable
 
+from s1ray import formats
+from s1ray.answers import extract_answer
 from s1ray.data.schema import Question
-from s1ray.eval.grading import extract_answer
 from s1ray.traces.config import PromptConfig
 from s1ray.traces.parsing import parse_output
 
@@ -83,11 +84,10 @@ def messages_for(unit: dict[str, Any], prompt: PromptConfig) -> list[dict[str, s
 
 
 def render_prompt(tokenizer, unit: dict[str, Any], prompt: PromptConfig) -> str:
-    """Chat template + generation prompt + thinking prefix (e.g. s1's ``<|im_start|>think\\n``)."""
-    text = tokenizer.apply_chat_template(
-        messages_for(unit, prompt), tokenize=False, add_generation_prompt=True, **prompt.chat_template_kwargs
-    )
-    return text + prompt.thinking_prefix
+    """A unit's prompt, rendered as the engine renders its own (:func:`s1ray.formats.render_prompt`),
+    opening thinking with ``prompt.thinking_prefix`` (e.g. s1's ``<|im_start|>think\\n``)."""
+    msgs = messages_for(unit, prompt)
+    return formats.render_prompt(tokenizer, msgs, prompt.thinking_prefix, **prompt.chat_template_kwargs)
 
 
 @functools.lru_cache(maxsize=4)

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import posixpath
 import re
 from pathlib import Path
 from typing import Any
+
+from s1ray.dataio import write_text_atomic
 
 log = logging.getLogger("s1ray.train")  # a worker's print() would show twice (see loop.py)
 
@@ -44,7 +45,7 @@ def marker_name(rank: int) -> str:
 
 
 def write_meta(ckpt_dir: str | Path, meta: dict[str, Any]) -> None:
-    _atomic_write(Path(ckpt_dir) / META_FILE, json.dumps(meta))
+    write_text_atomic(Path(ckpt_dir) / META_FILE, json.dumps(meta))
 
 
 def write_marker(ckpt_dir: str | Path, rank: int) -> None:
@@ -55,13 +56,7 @@ def write_marker(ckpt_dir: str | Path, rank: int) -> None:
         for p in sorted(root.rglob("*"))
         if p.is_file() and not p.name.startswith(MARKER_PREFIX)
     }
-    _atomic_write(root / marker_name(rank), json.dumps({"rank": rank, "files": files}))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(root / marker_name(rank), json.dumps({"rank": rank, "files": files}))
 
 
 def _fs_and_path(checkpoint) -> tuple[Any, str]:

@@ -1,5 +1,8 @@
 """SFT data, pure (no Ray, no DeepSpeed): render, label, filter, pack, schedule, collate.
 
+The records themselves come from :func:`s1ray.dataio.load_records`; bad data is a
+:class:`s1ray.dataio.DataError`.
+
 Rendering (what the model sees) matches what the engine does at inference, token for token:
 
     prompt   = chat_template([system?, user: question], add_generation_prompt=True) + thinking_start
@@ -35,51 +38,15 @@ prediction across an example boundary is never in the loss.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from s1ray.formats import ReasoningFormat
+from s1ray.dataio import DataError
+from s1ray.formats import ReasoningFormat, render_prompt, single_token_ids
 
 IGNORE = -100
 _SENTINEL = "\u2063S1RAY\u2063"
-
-
-class DataError(ValueError):
-    """Bad dataset (missing column, empty, too small for one step)."""
-
-
-# -- loading ----------------------------------------------------------------------------------
-def load_records(source: str, split: str = "train", hf_config: str | None = None, limit: int | None = None):
-    """Rows of an s1K-style dataset as a list of dicts (any of the supported sources)."""
-    import datasets
-
-    p = Path(source)
-    if p.is_file() and p.suffix in (".jsonl", ".json"):
-        ds = datasets.load_dataset("json", data_files=str(p), split="train")
-    elif p.is_file() and p.suffix == ".parquet":
-        ds = datasets.load_dataset("parquet", data_files=str(p), split="train")
-    elif p.is_dir() and ((p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists()):
-        ds = datasets.load_from_disk(str(p))
-        if isinstance(ds, datasets.DatasetDict):
-            if split not in ds:
-                raise DataError(f"dataset.split: {split!r} not in {sorted(ds)} ({source})")
-            ds = ds[split]
-    elif p.is_dir() and any(p.glob("*.parquet")):
-        ds = datasets.load_dataset("parquet", data_files=str(p / "*.parquet"), split="train")
-    elif p.exists():
-        raise DataError(f"dataset.source: {source!r} is not a .jsonl/.json/.parquet file or dataset directory")
-    elif p.suffix in (".jsonl", ".json", ".parquet") or source.startswith((".", "/", "~")):
-        raise DataError(f"dataset.source: {source!r} does not exist")
-    else:
-        try:
-            ds = datasets.load_dataset(source, hf_config, split=split)
-        except Exception as exc:  # no network, no such dataset or split
-            raise DataError(f"dataset.source: cannot load HF dataset {source!r} split {split!r}: {exc}") from None
-    if limit is not None:
-        ds = ds.select(range(min(limit, len(ds))))
-    return [dict(r) for r in ds]
 
 
 def _text(value: Any) -> str:
@@ -121,7 +88,7 @@ class Renderer:
         if _SENTINEL not in text:
             raise DataError("the tokenizer's chat template drops the assistant message; cannot render SFT data")
         suffix = self.encode(text.split(_SENTINEL, 1)[1])
-        stops = {ids[0] for ids in map(self.encode, fmt.answer_stop) if len(ids) == 1}
+        stops = single_token_ids(self.tok, fmt.answer_stop)
         cut = next((k + 1 for k, t in enumerate(suffix) if t in stops), None)
         if cut is None:  # no known stop token: fall back to the tokenizer's eos
             eos = self.tok.eos_token_id
@@ -138,10 +105,8 @@ class Renderer:
         return msgs
 
     def prompt_text(self, question: str) -> str:
-        """Exactly the engine's prompt (s1ray.engine.planner.RequestPlanner.prompt_ids)."""
-        text = self.tok.apply_chat_template(self._messages(question), tokenize=False, add_generation_prompt=True)
-        start = self.fmt.thinking_start
-        return text if text.endswith(start) else text + start
+        """Exactly the engine's prompt: both render with :func:`s1ray.formats.render_prompt`."""
+        return render_prompt(self.tok, self._messages(question), self.fmt.thinking_start)
 
     def render(self, question: str, thinking: str, attempt: str) -> Rendered:
         thinking, attempt = _text(thinking).strip(), _text(attempt).strip()
@@ -180,9 +145,6 @@ class PreparedData:
 
     def row_len(self, r: int) -> int:
         return sum(len(self.input_ids[i]) for i in self.rows[r])
-
-    def row_label_tokens(self, r: int) -> int:
-        return sum(int((self.labels[i] != IGNORE).sum()) for i in self.rows[r])
 
 
 def prepare_examples(

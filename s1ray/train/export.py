@@ -139,20 +139,3 @@ def export_from_engine(engine, cfg, hf_config, info: dict[str, Any]) -> str | No
     del sd
     dist.barrier()
     return dest
-
-
-def export_from_checkpoint(checkpoint_dir: str, model_src: str, export_dir: str, tokenizer_src: str | None = None) -> str:
-    """Offline export from a (complete, local) training checkpoint via DeepSpeed's zero_to_fp32:
-    for when training finished but the in-job export did not. Loads fp32 weights into CPU memory."""
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-    from transformers import AutoConfig
-
-    from s1ray.train.checkpoint import DS_TAG
-
-    sd = get_fp32_state_dict_from_zero_checkpoint(checkpoint_dir, tag=DS_TAG)
-    meta = json.loads((Path(checkpoint_dir) / "s1ray_meta.json").read_text())
-    info = {"step": meta["step"], "source": "checkpoint", "checkpoint": checkpoint_dir}
-    with tempfile.TemporaryDirectory(prefix="s1ray-export-") as tmp:
-        local = write_hf_model(sd, AutoConfig.from_pretrained(model_src), Path(tmp) / "model",
-                               tokenizer_src or model_src, model_src, info)
-        return publish(local, export_dir)

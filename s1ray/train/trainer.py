@@ -83,12 +83,13 @@ def load_tokenizer(cfg: TrainConfig):
 
 def prepare_data(cfg: TrainConfig, tokenizer=None):
     """Load, render and (optionally) pack the dataset; returns (PreparedData, pad_id)."""
+    from s1ray.dataio import load_records
     from s1ray.formats import get_format
-    from s1ray.train.data import Renderer, load_records, prepare_examples
+    from s1ray.train.data import Renderer, prepare_examples
 
     tok = tokenizer or load_tokenizer(cfg)
     d = cfg.dataset
-    records = load_records(d.source, d.split, d.hf_config, d.limit)
+    records = load_records(d.source, split=d.split, config=d.hf_config, limit=d.limit, where="dataset.source")
     renderer = Renderer(tok, get_format(cfg.format), cfg.system_prompt, cfg.answer_prefix, cfg.label_delimiters)
     data = prepare_examples(
         records, renderer, block_size=cfg.block_size, overlong=cfg.overlong, packing=cfg.packing,

@@ -1,8 +1,9 @@
-"""Answer extraction and grading for math / multiple-choice benchmarks.
+"""Answers: extraction, normalisation and equivalence for math / multiple-choice problems.
 
-Pure module (no Ray, no vLLM): it runs inside Ray tasks, the serve app and
-unit tests alike. Every public function is total: bad input gives None/False,
-never an exception, because one odd generation must not kill an eval job.
+Foundation module (no Ray, no vLLM, no stage imports): the engine's majority vote, trace
+rows, curation's difficulty filter, the serve app and evaluation all read answers the same
+way through it. Every public function is total: bad input gives None/False, never an
+exception, because one odd generation must not kill a job.
 """
 
 from __future__ import annotations
@@ -176,7 +177,7 @@ def normalize_answer(ans: str) -> str:
 # ----------------------------------------------------------------- grading
 @functools.lru_cache(maxsize=1)
 def _mv():
-    # Lazy: keeps `import s1ray.eval.grading` cheap for callers that only
+    # Lazy: keeps `import s1ray.answers` cheap for callers that only
     # extract/normalise, and lets signatures be inspected once.
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
     from math_verify.errors import TimeoutException  # a BaseException subclass!

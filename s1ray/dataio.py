@@ -1,0 +1,226 @@
+"""Foundation I/O: reading records, writing files atomically, fingerprinting configs.
+
+Every stage reads its datasets and writes its outputs through this module, so a dataset given
+in one form works in every job and a crash never leaves half a file.
+
+* :func:`load_records` / :func:`iter_records` -- rows (dicts) of a ``.jsonl``/``.json``/``.csv``
+  /``.parquet`` file, a folder of ``.parquet`` files, a ``datasets`` ``save_to_disk`` folder, or
+  a HF hub dataset. :func:`load_hf` is the HF part alone (a ``datasets.Dataset``), for callers
+  that hand the dataset to Ray.
+* :func:`atomic_write` -- write a temporary file beside the target, fsync, ``os.replace``;
+  :func:`replace_dir` does the same for a finished directory.
+* :func:`fingerprint` -- the SHA-256 of a JSON-able config (keys sorted), for resume checks.
+
+Errors are :class:`DataError`, whose message names the dataset (or the config field) and what
+to do. No Ray, no stage imports; ``datasets`` and ``pyarrow`` are imported when needed.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+FILE_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet",
+                ".pq": "parquet"}
+_SAVED_DATASET = ("dataset_info.json", "dataset_dict.json", "state.json")
+
+
+class DataError(ValueError):
+    """A dataset cannot be read or used; the message names the dataset and what to do."""
+
+
+# -- reading ----------------------------------------------------------------------------------
+def iter_file(path: str | Path, fmt: str = "auto") -> Iterator[dict[str, Any]]:
+    """Rows of one local file; ``fmt`` (jsonl, json, csv, parquet) defaults to the suffix's."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"data file {str(p)!r} does not exist")
+    kind = FILE_FORMATS.get(p.suffix.lower()) if fmt == "auto" else fmt
+    if kind == "jsonl":
+        yield from _jsonl(p)
+    elif kind == "json":
+        yield from _json(p)
+    elif kind == "csv":
+        with p.open(encoding="utf-8", newline="") as f:
+            yield from csv.DictReader(f)
+    elif kind == "parquet":
+        import pyarrow.parquet as pq
+
+        yield from pq.read_table(p).to_pylist()
+    else:
+        raise DataError(f"{p}: unsupported file type {p.suffix!r} (use .jsonl, .json, .csv or .parquet)")
+
+
+def read_file(path: str | Path, fmt: str = "auto") -> list[dict[str, Any]]:
+    return list(iter_file(path, fmt))
+
+
+def _jsonl(p: Path) -> Iterator[dict[str, Any]]:
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{p}:{n}: not valid JSON ({exc.msg})") from None
+            if not isinstance(rec, dict):
+                raise DataError(f"{p}:{n}: expected a JSON object per line")
+            yield rec
+
+
+def _json(p: Path) -> Iterator[dict[str, Any]]:
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        if exc.msg != "Extra data":
+            raise DataError(f"{p}: not valid JSON ({exc.msg})") from None
+        yield from _jsonl(p)  # JSON lines under a .json name
+        return
+    if isinstance(data, dict):  # {"data": [...]}, {"questions": [...]}: the one list inside
+        lists = [v for v in data.values() if isinstance(v, list)]
+        data = lists[0] if len(lists) == 1 else None
+    if not isinstance(data, list):
+        raise DataError(f"{p}: expected a JSON list of records (or an object holding one list)")
+    yield from data
+
+
+def load_hf(path: str, *, split: str = "train", config: str | None = None, revision: str | None = None,
+            token: str | None = None, **load_kwargs: Any):
+    """A ``datasets.Dataset``: one split of a ``save_to_disk`` folder, or of a hub dataset
+    (``datasets.load_dataset``; network). Hub failures propagate as ``datasets`` raises them, so
+    each caller can say what to do instead."""
+    import datasets
+
+    if Path(path).is_dir():
+        ds = datasets.load_from_disk(str(path))
+        if not isinstance(ds, datasets.DatasetDict):
+            return ds
+        if split not in ds:
+            raise DataError(f"{path}: split {split!r} not found (the saved dataset has {sorted(ds)}); set `split`")
+        return ds[split]
+    opt = {k: v for k, v in (("revision", revision), ("token", token)) if v is not None}
+    return datasets.load_dataset(path, config, split=split, **opt, **load_kwargs)
+
+
+def record_format(source: str, fmt: str = "auto", where: str = "source") -> str:
+    """What ``source`` is: a file format (jsonl, json, csv, parquet), ``parquet_dir`` or ``hf``
+    (a ``save_to_disk`` folder or a hub name). ``where`` names the config field in errors."""
+    p = Path(source)
+    if fmt == "hf":
+        return fmt
+    if fmt != "auto":
+        if not (p.is_dir() if fmt == "parquet_dir" else p.is_file()):
+            raise DataError(f"{where}: {source!r} does not exist")
+        return fmt
+    if p.is_dir():
+        if any((p / m).exists() for m in _SAVED_DATASET):
+            return "hf"
+        if any(p.glob("*.parquet")):
+            return "parquet_dir"
+        raise DataError(f"{where}: {source!r} is a directory but neither a saved HF dataset nor a folder of "
+                        ".parquet files")
+    suffix = p.suffix.lower()
+    if p.is_file():
+        if suffix not in FILE_FORMATS:
+            raise DataError(f"{where}: {source!r}: unsupported file type {suffix!r} (use .jsonl, .json, .csv or "
+                            ".parquet, or name the format)")
+        return FILE_FORMATS[suffix]
+    if suffix in FILE_FORMATS or source.startswith((".", "/", "~")):
+        raise DataError(f"{where}: {source!r} does not exist")
+    return "hf"  # not a local path: a hub dataset
+
+
+def iter_records(source: str, *, fmt: str = "auto", split: str = "train", config: str | None = None,
+                 where: str = "source") -> Iterator[dict[str, Any]]:
+    """Rows of ``source`` in any supported form (see the module docstring), read lazily."""
+    kind = record_format(source, fmt, where)
+    if kind == "parquet_dir":
+        for f in sorted(Path(source).glob("*.parquet")):
+            yield from iter_file(f, "parquet")
+    elif kind != "hf":
+        yield from iter_file(source, kind)
+    else:
+        try:
+            ds = load_hf(source, split=split, config=config)
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        except Exception as exc:  # no network, no such dataset or split
+            raise DataError(f"{where}: cannot load HF dataset {source!r} split {split!r}: {exc}") from None
+        yield from (dict(r) for r in ds)
+
+
+def load_records(source: str, *, fmt: str = "auto", split: str = "train", config: str | None = None,
+                 limit: int | None = None, where: str = "source") -> list[dict[str, Any]]:
+    """The first ``limit`` (default: all) rows of ``source`` as dicts."""
+    return list(itertools.islice(iter_records(source, fmt=fmt, split=split, config=config, where=where), limit))
+
+
+# -- writing ----------------------------------------------------------------------------------
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable (best effort: some filesystems refuse)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """``write(tmp)`` to a hidden temporary file beside ``path``, fsync it, ``os.replace`` it into
+    place: a reader sees the old file or the whole new one, never a part. The temporary file is
+    removed when ``write`` fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    fsync_dir(path.parent)
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = 1, sort_keys: bool = False,
+                      default: Callable[[Any], Any] | None = None) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=sort_keys, default=default) + "\n")
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Swap the finished directory ``tmp`` in as ``final`` (the old one, if any, is removed)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
+        os.replace(final, old)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# -- fingerprints -----------------------------------------------------------------------------
+def fingerprint(obj: Any) -> str:
+    """SHA-256 (hex) of ``obj`` as sorted-key JSON; values JSON cannot hold count by ``str()``."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()
