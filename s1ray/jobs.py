@@ -107,7 +107,8 @@ def train(cfg, args: argparse.Namespace) -> int:
 
 
 def evaluate(cfg, args: argparse.Namespace) -> int:
-    from s1ray.eval.sweep import run_sweep, summary
+    from s1ray.eval.report import summary
+    from s1ray.eval.sweep import run_sweep
 
     if getattr(args, "dry_run", False):
         return _eval_dry_run(cfg)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import datasets
 import pytest
 
-from s1ray.curation.config import HFSource, TracesHFInput
-from s1ray.curation.pipeline import CurationError, _load_hf
+from s1ray.curation.input_specs import HFSource, TracesHFInput
+from s1ray.curation.pipeline import CurationError
+from s1ray.curation.stages.inputs import _load_hf
 
 
 def _rows(tag: str, n: int) -> dict:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from s1ray.eval.config import EvalConfig
-from s1ray.eval.sweep import SAMPLES_FILE, run_sweep, summary
+from s1ray.eval.report import summary
+from s1ray.eval.sweep import SAMPLES_FILE, run_sweep
 
 
 def check_png(path, min_size=(200, 300)):

@@ -9,7 +9,8 @@ import pytest
 
 from s1ray.config import ConfigError, load_config
 from s1ray.train.config import TrainConfig
-from s1ray.train.loop import WarmupCosine, build_ds_config
+from s1ray.train.ds_config import build_ds_config
+from s1ray.train.optim import WarmupCosine
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"model": "m", "dataset": {"source": "d.jsonl"}}
@@ -109,7 +110,7 @@ def test_flop_accounting_matches_the_tiny_model(tiny_model_dir):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from s1ray.train.loop import param_groups
+    from s1ray.train.optim import param_groups
     from s1ray.train.modeling import matmul_params, peak_tflops, step_flops
 
     conf = AutoConfig.from_pretrained(tiny_model_dir)

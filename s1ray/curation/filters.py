@@ -1,5 +1,5 @@
 """The curation stages' decisions, pure (no Ray, no I/O): unit-tested directly, run inside Ray
-Data tasks by :mod:`s1ray.curation.pipeline`.
+Data tasks by the stage modules of :mod:`s1ray.curation.stages`.
 
 Every decision gives a row one *reason* (``None``: kept) and a short ``detail``; the pipeline
 writes rejected rows with both into the stage's rejects, so rows in = rows out + rejects.

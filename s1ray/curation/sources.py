@@ -10,7 +10,7 @@
 * Solver samples: ``id, sample_index, extracted_answer`` (else extracted from ``answer``), ``error``.
 * The miniature: :func:`s1ray.miniature.problems.make_pool` / ``teacher_trace`` / ``weak_solver``.
 
-The Ray side (reading files and the trace job's shards) lives in :mod:`s1ray.curation.pipeline`.
+The Ray side (reading files and the trace job's shards) lives in :mod:`s1ray.curation.stages.inputs`.
 """
 
 from __future__ import annotations

@@ -212,8 +212,7 @@ class BudgetEngine:
     async def _stream_one(
         self, req, prompt: list[int], ids: FormatIds, budget: ThinkingBudget, seed, temperature=None
     ) -> AsyncIterator[tuple[str, object]]:
-        from vllm import SamplingParams, TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
+        from vllm import TokensPrompt
 
         base_id = req.request_id or uuid.uuid4().hex
         temperature = req.temperature if temperature is None else temperature
@@ -237,20 +236,7 @@ class BudgetEngine:
                     continue
                 rid = f"{base_id}-{rounds}"
                 rounds += 1
-                sp = SamplingParams(
-                    max_tokens=min(forcer.round_max_tokens(), room),
-                    min_tokens=forcer.round_min_tokens(),
-                    stop_token_ids=forcer.round_stop_ids(),
-                    ignore_eos=True,  # the forcer, not the generation config, decides where turns end
-                    temperature=temperature,
-                    top_p=req.top_p,
-                    seed=None if seed is None else seed + 7919 * rounds,
-                    logit_bias=req.logit_bias,
-                    logprobs=req.logprobs if forcer.phase is Phase.ANSWER else None,
-                    output_kind=RequestOutputKind.DELTA,
-                    detokenize=False,
-                    skip_special_tokens=False,
-                )
+                sp = self._round_params(forcer, req, room, temperature, seed, rounds)
                 gen = self.engine.generate(TokensPrompt(prompt_token_ids=prompt + seq), sp, rid)
                 sig, finished = Signal.CONTINUE, False
                 try:
@@ -286,6 +272,27 @@ class BudgetEngine:
         result = self._result(forcer, len(prompt), req, rounds)
         result.answer_logprobs, result.stop_string = output.logprobs, output.answer.matched
         yield "result", result
+
+    @staticmethod
+    def _round_params(forcer: BudgetForcer, req, room: int, temperature, seed, rounds: int):
+        """vLLM's sampling params for one round of the forcer (``rounds`` counts this one)."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        return SamplingParams(
+            max_tokens=min(forcer.round_max_tokens(), room),
+            min_tokens=forcer.round_min_tokens(),
+            stop_token_ids=forcer.round_stop_ids(),
+            ignore_eos=True,  # the forcer, not the generation config, decides where turns end
+            temperature=temperature,
+            top_p=req.top_p,
+            seed=None if seed is None else seed + 7919 * rounds,
+            logit_bias=req.logit_bias,
+            logprobs=req.logprobs if forcer.phase is Phase.ANSWER else None,
+            output_kind=RequestOutputKind.DELTA,
+            detokenize=False,
+            skip_special_tokens=False,
+        )
 
     def _forces_in_engine(self, req: GenerationRequest, ids: FormatIds, temperature: float) -> bool:
         """The backend for one request: its ``forcing`` (else the engine's), in_engine only where

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+SAMPLES_FILE = "samples.jsonl"  # the log's name in a sweep's output_dir
 KEY_FIELDS = ("dataset", "id", "mode", "method", "budget", "sample")
 
 

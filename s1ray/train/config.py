@@ -19,6 +19,18 @@ from s1ray.config import S1Config
 from s1ray.formats import FormatName
 
 
+def grad_accum_for(global_batch_size: int, ranks: int, micro_batch_size: int, ranks_name: str = "world size") -> int:
+    """Micro-batches per optimizer step on each rank: global batch / (ranks x micro batch). The one
+    place it is computed: the config check, the DeepSpeed config and the loop's batches use it."""
+    per_step = ranks * micro_batch_size
+    if global_batch_size % per_step:
+        raise ValueError(
+            f"global_batch_size ({global_batch_size}) must be divisible by {ranks_name} "
+            f"({ranks}) x micro_batch_size ({micro_batch_size}) = {per_step}"
+        )
+    return global_batch_size // per_step
+
+
 class DatasetConfig(S1Config):
     """Where the s1K-style examples come from and which columns hold what.
 
@@ -170,12 +182,7 @@ class TrainConfig(S1Config):
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
-        per_step = self.num_workers * self.micro_batch_size
-        if self.global_batch_size % per_step:
-            raise ValueError(
-                f"global_batch_size ({self.global_batch_size}) must be divisible by num_workers "
-                f"({self.num_workers}) x micro_batch_size ({self.micro_batch_size}) = {per_step}"
-            )
+        grad_accum_for(self.global_batch_size, self.num_workers, self.micro_batch_size, "num_workers")
         if self.attn_implementation == "flash_attention_2" and not self.use_gpu:
             raise ValueError("attn_implementation: flash_attention_2 needs use_gpu: true")
         if self.fault_injection is not None and self.fault_injection.rank >= self.num_workers:
@@ -189,8 +196,8 @@ class TrainConfig(S1Config):
     # -- derived ---------------------------------------------------------------------------
     @property
     def grad_accum_steps(self) -> int:
-        """Gradient accumulation = global batch / (world size x micro batch)."""
-        return self.global_batch_size // (self.num_workers * self.micro_batch_size)
+        """Gradient accumulation on ``num_workers`` ranks (:func:`grad_accum_for`)."""
+        return grad_accum_for(self.global_batch_size, self.num_workers, self.micro_batch_size, "num_workers")
 
     def warmup_steps(self, total_steps: int) -> int:
         """HF Trainer's rule: ceil(total x warmup_ratio)."""

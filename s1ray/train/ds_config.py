@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from s1ray.train.config import TrainConfig
+from s1ray.train.config import TrainConfig, grad_accum_for
 
 
 def build_ds_config(cfg: TrainConfig, world_size: int, hidden_size: int | None = None) -> dict[str, Any]:
     """The DeepSpeed config for ``cfg`` on ``world_size`` ranks.
 
-    The LR schedule is not in here: it is a client ``LambdaLR`` (see :class:`WarmupCosine`),
+    The LR schedule is not in here: it is a client ``LambdaLR`` (see :class:`~s1ray.train.optim.WarmupCosine`),
     because DeepSpeed's ``WarmupCosineLR`` floors warmup at 2 steps and offsets the cosine by one.
     """
-    if cfg.global_batch_size % (world_size * cfg.micro_batch_size):
-        raise ValueError(
-            f"global_batch_size ({cfg.global_batch_size}) must be divisible by world size ({world_size}) "
-            f"x micro_batch_size ({cfg.micro_batch_size})"
-        )
-    gas = cfg.global_batch_size // (world_size * cfg.micro_batch_size)
+    gas = grad_accum_for(cfg.global_batch_size, world_size, cfg.micro_batch_size)
     opt_params: dict[str, Any] = {
         "lr": cfg.lr,
         "betas": list(cfg.adam_betas),
