@@ -8,11 +8,13 @@ YAML, applies overrides (values parsed as YAML scalars/lists), validates, and ra
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 
 class ConfigError(ValueError):
@@ -26,6 +28,40 @@ class S1Config(BaseModel):
 
 
 C = TypeVar("C", bound=BaseModel)
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_env_name(v: str | None) -> str | None:
+    # A key pasted into the field would end up in logs and fingerprints: only a name passes.
+    if v is not None and not _ENV_NAME.match(v):
+        raise ValueError("give the NAME of an environment variable (e.g. DEEPSEEK_API_KEY), never the key itself")
+    return v
+
+
+# Every ``api_key_env`` field: the NAME of an environment variable, never the key.
+EnvVarName = Annotated[str | None, AfterValidator(_check_env_name)]
+
+
+class RayInitConfig(S1Config):
+    """How a driver job joins (or starts) Ray."""
+
+    address: str | None = Field(None, description="None: RAY_ADDRESS / the job's cluster, else a local one")
+    num_cpus: int | None = Field(None, gt=0, description="local clusters only")
+    object_store_memory_mb: int | None = Field(None, gt=0, description="local clusters only")
+
+    def init_kwargs(self) -> dict[str, Any]:
+        """``ray.init`` keyword arguments: join ``address``/RAY_ADDRESS, else start a local cluster."""
+        kw: dict[str, Any] = {"log_to_driver": True}
+        if self.address:
+            kw["address"] = self.address
+        elif not os.environ.get("RAY_ADDRESS"):  # a new local cluster
+            kw["include_dashboard"] = False
+            if self.num_cpus:
+                kw["num_cpus"] = self.num_cpus
+            if self.object_store_memory_mb:
+                kw["object_store_memory"] = self.object_store_memory_mb * 1024**2
+        return kw
 
 
 def check_unique_names(names: list[str], what: str) -> None:

@@ -24,10 +24,9 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from s1ray.config import S1Config, check_unique_names
+from s1ray.config import EnvVarName, RayInitConfig, S1Config, check_unique_names
 from s1ray.data.schema import QUESTION_FIELDS
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TRACE_FIELDS = ("id", "sample_index", "thinking", "attempt", "error", "thinking_tokens", "finish_reason",
                 "extracted_answer", "teacher_model")
 SOLVER_FIELDS = ("id", "sample_index", "extracted_answer", "answer", "error")
@@ -291,7 +290,7 @@ class EndpointConfig(S1Config):
 
     base_url: str = Field(description="e.g. https://api.anthropic.com/v1 or http://127.0.0.1:8000/v1")
     model: str
-    api_key_env: str | None = Field(None, description="NAME of the environment variable holding the key")
+    api_key_env: EnvVarName = Field(None, description="NAME of the environment variable holding the key")
     max_concurrency: int = Field(8, ge=1, description="requests in flight per map task")
     max_retries: int = Field(4, ge=0)
     backoff_s: float = Field(1.0, ge=0)
@@ -299,13 +298,6 @@ class EndpointConfig(S1Config):
     max_tokens: int = Field(64, gt=0)
     temperature: float = Field(0.0, ge=0)
     extra_body: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _env_name(cls, v: str | None) -> str | None:
-        if v is not None and not _ENV_NAME.match(v):
-            raise ValueError("give the NAME of an environment variable (e.g. ANTHROPIC_API_KEY), never the key")
-        return v
 
 
 class JudgeConfig(EndpointConfig):
@@ -401,12 +393,6 @@ class ExportConfig(S1Config):
     hf: bool = Field(True, description="datasets.Dataset.save_to_disk under dataset/hf")
     parquet: bool = Field(True, description="dataset/s1k.parquet")
     jsonl: bool = False
-
-
-class RayInitConfig(S1Config):
-    address: str | None = Field(None, description="None: RAY_ADDRESS / the job's cluster, else a local one")
-    num_cpus: int | None = Field(None, gt=0, description="local clusters only")
-    object_store_memory_mb: int | None = Field(None, gt=0, description="local clusters only")
 
 
 class CurationConfig(S1Config):

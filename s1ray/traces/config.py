@@ -17,18 +17,16 @@ API keys never appear in a config: ``teacher.api_key_env`` names the environment
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from s1ray.config import S1Config
+from s1ray.config import EnvVarName, RayInitConfig, S1Config
 from s1ray.data.schema import QUESTION_FIELDS
 
 REASONING_FORMATS = ("auto", "think-tags", "s1", "none")
 # Fields a prompt template may use.
 TEMPLATE_FIELDS = ("id", "source", "question", "solution", "answer")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class InputConfig(S1Config):
@@ -170,7 +168,7 @@ class ApiTeacher(S1Config):
     base_url: str = Field(description="e.g. https://api.deepseek.com/v1 (…/chat/completions is appended)")
     model: str
     name: str | None = Field(None, description="teacher_model recorded in the output; default: model")
-    api_key_env: str | None = Field(None, description="NAME of the environment variable holding the key")
+    api_key_env: EnvVarName = Field(None, description="NAME of the environment variable holding the key")
     max_concurrency: int = Field(16, ge=1, description="requests in flight")
     requests_per_minute: float | None = Field(None, gt=0, description="token-bucket limit (every attempt counts)")
     burst: int | None = Field(None, ge=1, description="bucket size; default: max(1, rpm/60)")
@@ -180,15 +178,6 @@ class ApiTeacher(S1Config):
     timeout_s: float = Field(600.0, gt=0, description="per attempt, whole request")
     headers: dict[str, str] = Field(default_factory=dict, description="extra headers (no secrets)")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="extra request-body fields")
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _env_name(cls, v: str | None) -> str | None:
-        if v is not None and not _ENV_NAME.match(v):
-            raise ValueError(
-                "give the NAME of an environment variable (e.g. DEEPSEEK_API_KEY), never the key itself"
-            )
-        return v
 
     @field_validator("headers")
     @classmethod
@@ -203,12 +192,6 @@ class ApiTeacher(S1Config):
 
 
 Teacher = Annotated[Union[LocalTeacher, ApiTeacher], Field(discriminator="kind")]
-
-
-class RayInitConfig(S1Config):
-    address: str | None = Field(None, description="None: RAY_ADDRESS / the job's cluster, else a local one")
-    num_cpus: int | None = Field(None, gt=0, description="local clusters only")
-    object_store_memory_mb: int | None = Field(None, gt=0, description="local clusters only")
 
 
 class TracesConfig(S1Config):

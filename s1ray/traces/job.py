@@ -20,7 +20,6 @@ Failure policy:
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -121,16 +120,7 @@ def _init_ray(cfg: TracesConfig) -> bool:
 
     if ray.is_initialized():
         return False
-    kw: dict[str, Any] = {"log_to_driver": True}
-    if cfg.ray.address:
-        kw["address"] = cfg.ray.address
-    elif not os.environ.get("RAY_ADDRESS"):  # a new local cluster
-        kw["include_dashboard"] = False
-        if cfg.ray.num_cpus:
-            kw["num_cpus"] = cfg.ray.num_cpus
-        if cfg.ray.object_store_memory_mb:
-            kw["object_store_memory"] = cfg.ray.object_store_memory_mb * 1024**2
-    ray.init(**kw)
+    ray.init(**cfg.ray.init_kwargs())
     return True
 
 
