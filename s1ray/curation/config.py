@@ -24,8 +24,9 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from s1ray.config import EnvVarName, RayInitConfig, S1Config, check_unique_names
+from s1ray.config import RayInitConfig, S1Config, check_unique_names
 from s1ray.data.schema import QUESTION_FIELDS
+from s1ray.http_client import EndpointConfig
 
 TRACE_FIELDS = ("id", "sample_index", "thinking", "attempt", "error", "thinking_tokens", "finish_reason",
                 "extracted_answer", "teacher_model")
@@ -285,22 +286,18 @@ class QualityConfig(S1Config):
 
 
 # ------------------------------------------------------------------------------- LLM endpoints
-class EndpointConfig(S1Config):
-    """An OpenAI-compatible ``/chat/completions`` endpoint."""
+class ChatEndpointConfig(EndpointConfig):
+    """The judge's or classifier's endpoint: short replies, so shorter waits than a teacher's."""
 
     base_url: str = Field(description="e.g. https://api.anthropic.com/v1 or http://127.0.0.1:8000/v1")
-    model: str
-    api_key_env: EnvVarName = Field(None, description="NAME of the environment variable holding the key")
     max_concurrency: int = Field(8, ge=1, description="requests in flight per map task")
     max_retries: int = Field(4, ge=0)
-    backoff_s: float = Field(1.0, ge=0)
     timeout_s: float = Field(120.0, gt=0)
     max_tokens: int = Field(64, gt=0)
     temperature: float = Field(0.0, ge=0)
-    extra_body: dict[str, Any] = Field(default_factory=dict)
 
 
-class JudgeConfig(EndpointConfig):
+class JudgeConfig(ChatEndpointConfig):
     mode: Literal["fallback", "always"] = Field(
         "fallback", description="fallback: ask only when the rule-based grader says wrong; always: the judge decides"
     )
@@ -368,7 +365,7 @@ class DomainsConfig(S1Config):
     )
     labels: list[DomainLabel] | None = Field(None, description="embedding/llm: your own labels instead of MSC")
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
-    llm: EndpointConfig | None = None
+    llm: ChatEndpointConfig | None = None
     unknown: str = Field("unclassified", description="domain of rows the method could not place")
 
     @model_validator(mode="after")

@@ -21,8 +21,9 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from s1ray.config import EnvVarName, RayInitConfig, S1Config
+from s1ray.config import RayInitConfig, S1Config
 from s1ray.data.schema import QUESTION_FIELDS
+from s1ray.http_client import EndpointConfig
 
 REASONING_FORMATS = ("auto", "think-tags", "s1", "none")
 # Fields a prompt template may use.
@@ -161,30 +162,11 @@ class LocalTeacher(S1Config):
         return self.name or self.model
 
 
-class ApiTeacher(S1Config):
-    """Any OpenAI-compatible ``/chat/completions`` endpoint."""
+class ApiTeacher(EndpointConfig):
+    """Any OpenAI-compatible ``/chat/completions`` endpoint (limits and retries: EndpointConfig)."""
 
     kind: Literal["api"] = "api"
-    base_url: str = Field(description="e.g. https://api.deepseek.com/v1 (…/chat/completions is appended)")
-    model: str
     name: str | None = Field(None, description="teacher_model recorded in the output; default: model")
-    api_key_env: EnvVarName = Field(None, description="NAME of the environment variable holding the key")
-    max_concurrency: int = Field(16, ge=1, description="requests in flight")
-    requests_per_minute: float | None = Field(None, gt=0, description="token-bucket limit (every attempt counts)")
-    burst: int | None = Field(None, ge=1, description="bucket size; default: max(1, rpm/60)")
-    max_retries: int = Field(6, ge=0, description="retries after the first attempt")
-    backoff_base_s: float = Field(1.0, gt=0)
-    backoff_max_s: float = Field(60.0, gt=0)
-    timeout_s: float = Field(600.0, gt=0, description="per attempt, whole request")
-    headers: dict[str, str] = Field(default_factory=dict, description="extra headers (no secrets)")
-    extra_body: dict[str, Any] = Field(default_factory=dict, description="extra request-body fields")
-
-    @field_validator("headers")
-    @classmethod
-    def _no_auth_header(cls, v: dict[str, str]) -> dict[str, str]:
-        if any(k.lower() in ("authorization", "api-key", "x-api-key") for k in v):
-            raise ValueError("no credentials in configs: put the key in an env var and name it in api_key_env")
-        return v
 
     @property
     def label(self) -> str:
