@@ -168,7 +168,7 @@ def run_traces(cfg: TracesConfig, *, transport=None, on_row=None) -> TracesResul
 
         api_key(cfg.teacher)  # no key: fail now, before reading anything
     else:  # before any engine actor starts
-        check_model(cfg.teacher.model, "teacher.model")
+        check_model(cfg.teacher.model, "teacher.engine.model")
     questions = read_questions(cfg.input)
     units = make_units(questions, cfg.samples_per_question)
     writer = ShardWriter(cfg.output_dir, cfg.output_format, cfg.shard_size, cfg.generation_fingerprint(),
