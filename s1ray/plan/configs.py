@@ -3,15 +3,14 @@ curation, pipeline), including the pipeline's wiring of one stage's model into t
 
 from __future__ import annotations
 
+from s1ray.pipeline.config import WIRED_MODEL
 from s1ray.plan.shapes import ModelShape, PlanError, resolve_shape
 from s1ray.plan.stages import PlanOptions, engine_spec_from, plan_cpu_only, plan_engine, plan_train
 from s1ray.plan.terms import StagePlan
 
-UNUSED = "unused"  # the pipeline's placeholder for a model it wires in itself
-
 
 def _shape(model: str, field: str, wired: ModelShape | None) -> ModelShape:
-    if wired is not None and model == UNUSED:
+    if wired is not None and model == WIRED_MODEL:
         return wired
     return resolve_shape(model, field)
 
