@@ -48,27 +48,20 @@ class Backend(Protocol):
 
 # ------------------------------------------------------------------ engine (Ray actors)
 def request_from_payload(p: dict[str, Any]):
-    """A :class:`GenerationRequest` from a payload (raises BudgetError on bad values)."""
-    from s1ray.engine.budget import ThinkingBudget
-    from s1ray.engine.types import GenerationRequest
+    """A :class:`GenerationRequest` from a payload (raises BudgetError on bad values).
 
-    return GenerationRequest(
-        messages=p["messages"],
-        method=p["method"],
-        budget=ThinkingBudget(
-            min_tokens=p.get("min_thinking_tokens") or 0,
-            max_tokens=p.get("max_thinking_tokens"),
-            num_waits=p.get("num_waits") or 0,
-            max_answer_tokens=p["max_answer_tokens"],
-        ),
-        thinking_class=p.get("thinking_class"),
-        continuation=p.get("continuation"),
-        format=p.get("format"),
-        temperature=p.get("temperature", 0.0),
-        top_p=p.get("top_p", 1.0),
-        seed=p.get("seed"),
-        request_id=p.get("request_id"),
-    )
+    Through the same body and protocol as the HTTP backend, so both backends run one request.
+    """
+    from pydantic import ValidationError
+
+    from s1ray.config import format_validation_error
+    from s1ray.engine.budget import BudgetError
+    from s1ray.serve.protocol import engine_request
+
+    try:
+        return engine_request(chat_body(p, "s1ray"), p["max_answer_tokens"])
+    except ValidationError as err:
+        raise BudgetError("payload", format_validation_error(err)) from None
 
 
 class EngineActor:
