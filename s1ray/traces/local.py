@@ -42,7 +42,7 @@ stage is used and a warning says so.
   (128 sequences, 2048 batched tokens) where ``vllm.LLM`` gets its offline ones (256/4096 on
   CPU, 1024/16384 on an H100). With ``teacher.offline_batch_defaults`` (default) the engine
   gets ``vllm.LLM``'s, read from vLLM's own table inside the actor (see
-  :func:`offline_batch_defaults`); ``engine_kwargs`` still override them.
+  :func:`offline_batch_defaults`); ``teacher.engine`` settings still override them.
 
 vLLM's periodic stats are off (``disable_log_stats``, as ``vllm.LLM`` has them) unless
 ``teacher.log_engine_metrics`` exports them.
@@ -73,17 +73,13 @@ def resolve_device(teacher) -> str:
 
 
 def engine_kwargs(cfg, device: str) -> dict[str, Any]:
-    t = cfg.teacher
-    e = t.engine
+    e = cfg.teacher.engine
     kw: dict[str, Any] = dict(
-        max_model_len=e.max_model_len,
-        tensor_parallel_size=e.tensor_parallel_size,
-        dtype=e.dtype,
-        enforce_eager=e.enforce_eager,
-        enable_prefix_caching=e.enable_prefix_caching,
+        max_model_len=e.max_model_len, tensor_parallel_size=e.tensor_parallel_size, dtype=e.dtype,
+        enforce_eager=e.enforce_eager, enable_prefix_caching=e.enable_prefix_caching,
         # vLLM's periodic stats cost the engine's frontend work on every step for every request
         # (vllm.LLM turns them off too); Ray's metrics export needs them.
-        disable_log_stats=not t.log_engine_metrics,
+        disable_log_stats=not cfg.teacher.log_engine_metrics,
     )
     if e.max_num_seqs is not None:
         kw["max_num_seqs"] = e.max_num_seqs
