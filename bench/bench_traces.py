@@ -59,16 +59,16 @@ def traces_config(args, model: str, qfile: Path, out: Path):
     ek = engine_kwargs(args, model)
     cuda = has_cuda()
     over = [
-        f"input.path={qfile}", f"output_dir={out}", f"teacher.model={model}",
-        f"teacher.device={'cuda' if cuda else 'cpu'}", f"teacher.max_model_len={ek['max_model_len']}",
-        f"teacher.dtype={ek['dtype']}", f"teacher.enforce_eager={str(ek['enforce_eager']).lower()}",
+        f"input.path={qfile}", f"output_dir={out}", f"teacher.engine.model={model}",
+        f"teacher.device={'cuda' if cuda else 'cpu'}", f"teacher.engine.max_model_len={ek['max_model_len']}",
+        f"teacher.engine.dtype={ek['dtype']}", f"teacher.engine.enforce_eager={str(ek['enforce_eager']).lower()}",
         f"teacher.batch_size={args.batch_size}", f"teacher.max_concurrent_batches={args.max_concurrent_batches}",
-        "teacher.cpu_kv_cache_gib=1", "teacher.cpu_engine_num_cpus=0.5", "teacher.map_num_cpus=0.25",
+        "teacher.engine.cpu_kv_cache_gib=1", "teacher.cpu_engine_num_cpus=0.5", "teacher.map_num_cpus=0.25",
         *([f"teacher.map_concurrency={args.map_concurrency}"] if args.map_concurrency else []),
         *([f"teacher.max_pending_requests={args.max_pending}"] if args.max_pending else []),
         f"sampling.max_tokens={args.max_tokens}", "sampling.temperature=0", "sampling.extra={ignore_eos: true}",
         "reasoning_format=none", f"shard_size={args.rows}", "progress_interval_s=10",
-        f"teacher.engine_kwargs={args.engine_kwargs}", *args.ray_set,
+        f"teacher.engine.extra_engine_args={args.engine_kwargs}", *args.ray_set,
     ]
     if not cuda:
         over += ["ray.num_cpus=2", "ray.object_store_memory_mb=512"]

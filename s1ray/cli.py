@@ -38,8 +38,8 @@ def _build_generate(args: argparse.Namespace):
     from pydantic import ValidationError
 
     from s1ray.config import format_validation_error
-    from s1ray.engine.budget import ThinkingBudget
-    from s1ray.engine.types import EngineConfig, GenerationRequest
+    from s1ray.engine.types import EngineConfig
+    from s1ray.serve.protocol import engine_request
 
     try:
         cfg = EngineConfig(
@@ -51,20 +51,22 @@ def _build_generate(args: argparse.Namespace):
         )
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
-    budget = ThinkingBudget(
-        min_tokens=args.min_thinking_tokens,
-        max_tokens=args.max_thinking_tokens,
-        num_waits=args.num_waits,
-        max_answer_tokens=args.max_answer_tokens,
-    )
-    req = GenerationRequest(
-        messages=[{"role": "user", "content": args.prompt}],
-        method=args.method,
-        budget=budget,
-        continuation=args.continuation,
-        temperature=args.temperature,
-        seed=args.seed,
-    )
+    body = {
+        "model": args.model,
+        "messages": [{"role": "user", "content": args.prompt}],
+        "control_method": args.method,
+        "min_thinking_tokens": args.min_thinking_tokens,
+        "max_thinking_tokens": args.max_thinking_tokens,
+        "num_waits": args.num_waits,
+        "max_answer_tokens": args.max_answer_tokens,
+        "continuation": args.continuation,
+        "temperature": args.temperature,
+        "seed": args.seed,
+    }
+    try:  # the HTTP API's schema: one translation into GenerationRequest
+        req = engine_request(body, args.max_answer_tokens)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
     return cfg, req
 
 

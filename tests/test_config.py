@@ -72,3 +72,52 @@ def test_repeated_names_are_named():
     p = PatternConfig(name="x", pattern="y", fields=["question"])
     with pytest.raises(ValidationError, match=r"pattern names are repeated: \['x'\]"):
         QualityConfig(patterns=[p, p])
+
+
+def test_defaults_compose_files_and_overrides_apply_last(tmp_path):
+    from s1ray.serve.config import ServeConfig
+
+    (tmp_path / "engine").mkdir()
+    (tmp_path / "engine" / "e.yaml").write_text("model: m\nmax_model_len: 128\nextra_engine_args: {a: 1}\n")
+    (tmp_path / "base.yaml").write_text("max_n: 4\nserved_model_name: base\n")
+    f = tmp_path / "serve" / "s.yaml"
+    f.parent.mkdir()
+    f.write_text("defaults:\n  - ../base.yaml\n  - engine: ../engine/e.yaml\n"
+                 "engine: {max_model_len: 256, extra_engine_args: {b: 2}}\nserved_model_name: own\n")
+    cfg = load_config(ServeConfig, f, ["engine.enforce_eager=true"])
+    assert (cfg.engine.model, cfg.engine.max_model_len, cfg.engine.enforce_eager) == ("m", 256, True)
+    assert cfg.engine.extra_engine_args == {"a": 1, "b": 2}  # mappings merge key by key
+    assert (cfg.max_n, cfg.served_model_name) == (4, "own")  # the file's own keys win
+    # a dotted key nests the included file deeper
+    g = tmp_path / "p.yaml"
+    g.write_text("defaults: [{serve.engine: engine/e.yaml}]\nserve: {max_n: 2}\n")
+    from s1ray.config import compose_yaml
+
+    assert compose_yaml(g) == {"serve": {"engine": {"model": "m", "max_model_len": 128, "extra_engine_args": {"a": 1}},
+                                         "max_n": 2}}
+
+
+def test_defaults_errors(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("defaults: [b.yaml]\nmodel: m\n")
+    b.write_text("defaults: [a.yaml]\n")
+    with pytest.raises(ConfigError, match="include themselves"):
+        load_config(EngineConfig, a)
+    a.write_text("defaults: [missing.yaml]\nmodel: m\n")
+    with pytest.raises(ConfigError, match="missing.yaml.*does not exist"):
+        load_config(EngineConfig, a)
+    a.write_text("defaults: {engine: b.yaml}\nmodel: m\n")
+    with pytest.raises(ConfigError, match="defaults must be a list"):
+        load_config(EngineConfig, a)
+
+
+def test_shipped_configs_write_each_engine_block_once():
+    """serve/eval configs start from configs/engine; pipelines leave wired models out."""
+    from s1ray.config import read_yaml
+
+    for p in [*(ROOT / "configs" / "serve").glob("*.yaml"), *(ROOT / "configs" / "eval").glob("*.yaml")]:
+        raw = read_yaml(p)
+        if "engine" in raw:
+            assert "model" not in raw["engine"] and raw.get("defaults"), p
+    for p in (ROOT / "configs" / "pipeline").glob("*.yaml"):
+        assert "model: unused" not in p.read_text(), p

@@ -143,3 +143,18 @@ def test_http_backend_retries_server_errors_not_bad_requests(monkeypatch):
     assert ok["thinking_tokens"] == 48
     assert [s[0] for s in seen] == ["/v1/chat/completions"] * 4  # 2 x 503, 1 x 200, 1 x 400 (no retry)
     assert all(s[1] == "Bearer k" for s in seen)
+
+
+def test_engine_and_http_backends_build_one_request():
+    """The engine backend goes through the HTTP body and the Serve protocol, as a request over HTTP does."""
+    import dataclasses
+
+    from s1ray.engine.budget import BudgetError
+    from s1ray.serve.protocol import engine_request
+
+    same = lambda r: dataclasses.replace(r, request_id=None)  # noqa: E731  (a fresh id per request)
+    assert same(request_from_payload(PAYLOAD)) == same(engine_request(chat_body(PAYLOAD, "s1ray"), 1))
+    with pytest.raises(BudgetError, match="control_method"):
+        request_from_payload({**PAYLOAD, "method": "beam"})
+    with pytest.raises(BudgetError, match="min_thinking_tokens"):
+        request_from_payload({**PAYLOAD, "min_thinking_tokens": 64})

@@ -74,7 +74,7 @@ def test_stage_udf_adds_the_defaults_to_rays_engine_kwargs():
 
 def test_engine_stats_are_off_unless_exported():
     def kw(**teacher):
-        over = ["input.path=q.jsonl", "output_dir=out", "teacher.model=m", "teacher.device=cpu"]
+        over = ["input.path=q.jsonl", "output_dir=out", "teacher.engine.model=m", "teacher.device=cpu"]
         over += [f"teacher.{k}={str(v).lower()}" for k, v in teacher.items()]
         return engine_kwargs(load_config(TracesConfig, None, over), "cpu")
 

@@ -42,7 +42,7 @@ def test_local_ray_data_vllm_cpu(tmp_path, tiny_model_dir):
 
     cfg = load_config(TracesConfig, Path(__file__).resolve().parents[1] / "configs/traces/tiny_local.yaml", [
         f"input.path={qfile}", "input.limit=null", "input.fields={}", "input.source=null", f"output_dir={tmp_path / 'out'}",
-        f"teacher.model={tiny_model_dir}", "teacher.name=tiny", "sampling.max_tokens=24",
+        f"teacher.engine.model={tiny_model_dir}", "teacher.name=tiny", "sampling.max_tokens=24",
         "samples_per_question=2", "shard_size=16",
     ])
     res = run_traces(cfg)
@@ -82,7 +82,7 @@ def _tiny_cfg(tmp_path, tiny_model_dir, *over):
     qfile.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i} + 1?"}) + "\n" for i in range(3)))
     return load_config(TracesConfig, Path(__file__).resolve().parents[1] / "configs/traces/tiny_local.yaml", [
         f"input.path={qfile}", "input.fields={}", f"output_dir={tmp_path / 'out'}",
-        f"teacher.model={tiny_model_dir}", *over])
+        f"teacher.engine.model={tiny_model_dir}", *over])
 
 
 @pytest.mark.ray

@@ -176,21 +176,21 @@ def test_config_errors_name_fields():
         load_config(TracesConfig, None, BASE + ["teacher.kind=api", "teacher.base_url=u", "teacher.model=m",
                                                 "student_tokenizer=t", "teacher.headers.Authorization=Bearer x"])
     with pytest.raises(ConfigError, match=r"prompt.template.*unknown field"):
-        load_config(TracesConfig, None, BASE + ["teacher.model=m", "prompt.template='{question} {foo}'"])
+        load_config(TracesConfig, None, BASE + ["teacher.engine.model=m", "prompt.template='{question} {foo}'"])
     with pytest.raises(ConfigError, match="reasoning_format"):
-        load_config(TracesConfig, None, BASE + ["teacher.model=m", "reasoning_format=xml"])
+        load_config(TracesConfig, None, BASE + ["teacher.engine.model=m", "reasoning_format=xml"])
     with pytest.raises(ConfigError, match="max_replicas"):
-        load_config(TracesConfig, None, BASE + ["teacher.model=m", "teacher.replicas=4", "teacher.max_replicas=2"])
+        load_config(TracesConfig, None, BASE + ["teacher.engine.model=m", "teacher.replicas=4", "teacher.max_replicas=2"])
 
 
 def test_local_teacher_is_default_and_student_defaults_to_teacher():
-    cfg = load_config(TracesConfig, None, BASE + ["teacher.model=m", "teacher.tokenizer=tk"])
+    cfg = load_config(TracesConfig, None, BASE + ["teacher.engine.model=m", "teacher.engine.tokenizer=tk"])
     assert cfg.teacher.kind == "local" and cfg.student_tokenizer_path == "tk"
     fp = cfg.generation_fingerprint()
-    cfg2 = load_config(TracesConfig, None, BASE + ["teacher.model=m", "teacher.tokenizer=tk",
+    cfg2 = load_config(TracesConfig, None, BASE + ["teacher.engine.model=m", "teacher.engine.tokenizer=tk",
                                                    "teacher.replicas=8", "samples_per_question=4", "shard_size=7"])
     assert cfg2.generation_fingerprint() == fp  # throughput knobs and k do not change what is generated
-    cfg3 = load_config(TracesConfig, None, BASE + ["teacher.model=m", "teacher.tokenizer=tk", "sampling.temperature=1"])
+    cfg3 = load_config(TracesConfig, None, BASE + ["teacher.engine.model=m", "teacher.engine.tokenizer=tk", "sampling.temperature=1"])
     assert cfg3.generation_fingerprint() != fp
 
 

@@ -25,10 +25,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from s1ray.config import S1Config, check_unique_names
+from s1ray.config import RayInitConfig, S1Config, check_unique_names
 from s1ray.curation.input_specs import SolverInput, Source, TraceInput
+from s1ray.http_client import EndpointConfig
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # The pipeline's stages, in order; each has its own cached output under output_dir.
 STAGES = ("ingest", "dedupe", "quality", "difficulty", "domains", "select", "export")
 
@@ -175,29 +175,18 @@ class QualityConfig(S1Config):
 
 
 # ------------------------------------------------------------------------------- LLM endpoints
-class EndpointConfig(S1Config):
-    """An OpenAI-compatible ``/chat/completions`` endpoint."""
+class ChatEndpointConfig(EndpointConfig):
+    """The judge's or classifier's endpoint: short replies, so shorter waits than a teacher's."""
 
     base_url: str = Field(description="e.g. https://api.anthropic.com/v1 or http://127.0.0.1:8000/v1")
-    model: str
-    api_key_env: str | None = Field(None, description="NAME of the environment variable holding the key")
     max_concurrency: int = Field(8, ge=1, description="requests in flight per map task")
     max_retries: int = Field(4, ge=0)
-    backoff_s: float = Field(1.0, ge=0)
     timeout_s: float = Field(120.0, gt=0)
     max_tokens: int = Field(64, gt=0)
     temperature: float = Field(0.0, ge=0)
-    extra_body: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _env_name(cls, v: str | None) -> str | None:
-        if v is not None and not _ENV_NAME.match(v):
-            raise ValueError("give the NAME of an environment variable (e.g. ANTHROPIC_API_KEY), never the key")
-        return v
 
 
-class JudgeConfig(EndpointConfig):
+class JudgeConfig(ChatEndpointConfig):
     mode: Literal["fallback", "always"] = Field(
         "fallback", description="fallback: ask only when the rule-based grader says wrong; always: the judge decides"
     )
@@ -244,7 +233,7 @@ class DomainsConfig(S1Config):
     )
     labels: list[DomainLabel] | None = Field(None, description="embedding/llm: your own labels instead of MSC")
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
-    llm: EndpointConfig | None = None
+    llm: ChatEndpointConfig | None = None
     unknown: str = Field("unclassified", description="domain of rows the method could not place")
 
     @model_validator(mode="after")
@@ -269,12 +258,6 @@ class ExportConfig(S1Config):
     hf: bool = Field(True, description="datasets.Dataset.save_to_disk under dataset/hf")
     parquet: bool = Field(True, description="dataset/s1k.parquet")
     jsonl: bool = False
-
-
-class RayInitConfig(S1Config):
-    address: str | None = Field(None, description="None: RAY_ADDRESS / the job's cluster, else a local one")
-    num_cpus: int | None = Field(None, gt=0, description="local clusters only")
-    object_store_memory_mb: int | None = Field(None, gt=0, description="local clusters only")
 
 
 class CurationConfig(S1Config):

@@ -139,7 +139,7 @@ class LLMClassifier:
             code = parse_domain_code(reply, self.codes)
             return self.codes[code] if code else self.unknown
 
-        return map_concurrent(one, list(rows), int(self.endpoint.get("max_concurrency", 8)))
+        return map_concurrent(one, list(rows), self.client.endpoint.max_concurrency)
 
 
 def domain_labels(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -1,44 +1,76 @@
-"""A small client for OpenAI-compatible ``/chat/completions`` endpoints, and the two prompts the
-curation sends through it: the answer judge (difficulty) and the MSC domain classifier.
+"""The curation's OpenAI-compatible chat calls, and the two prompts it sends: the answer judge
+(difficulty) and the MSC domain classifier.
 
-No Ray here: the pipeline calls :func:`map_concurrent` inside its Ray Data tasks, so a batch's
-requests run ``max_concurrency`` at a time. Retries: on connection errors, timeouts, 429 and 5xx,
-with exponential backoff (``backoff_s * 2^attempt``, honouring ``Retry-After``); other 4xx fail at
-once. A request that still fails gives an error string, never an exception: one bad row must not
-kill a stage. The key is read from the environment variable the config names, never logged.
+No Ray here: the pipeline calls :func:`map_concurrent` inside its Ray Data tasks, whose code is
+synchronous, so :class:`ChatClient` is a blocking front on the shared async
+:class:`~s1ray.http_client.HttpClient` (retries, backoff with jitter, ``Retry-After``,
+concurrency and rate limits), run on an event loop of its own thread. A request that still
+fails gives :class:`LLMError` (the callers record it), never a dead stage. The key is read from
+the environment variable the config names, never logged.
 """
 
 from __future__ import annotations
 
-import os
+import asyncio
+import json
 import re
-import time
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
+from s1ray.curation.config import ChatEndpointConfig
+from s1ray.http_client import HttpCallError, HttpClient, read_api_key
 
 
 class LLMError(RuntimeError):
     pass
 
 
+def _endpoint(cfg: Mapping[str, Any] | ChatEndpointConfig) -> ChatEndpointConfig:
+    if isinstance(cfg, ChatEndpointConfig):
+        return cfg
+    # Stage tasks get a dumped JudgeConfig: its `mode` is the pipeline's, not the client's.
+    known = set(ChatEndpointConfig.model_fields) | {"backoff_s"}
+    return ChatEndpointConfig.model_validate({k: v for k, v in dict(cfg).items() if k in known})
+
+
+def _content(body: bytes) -> str:
+    try:
+        return json.loads(body)["choices"][0]["message"]["content"] or ""
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        text = body[:200].decode("utf-8", "replace")
+        raise HttpCallError(f"unexpected response shape: {exc}: {text}", retryable=False) from None
+
+
 class ChatClient:
-    def __init__(self, cfg: Mapping[str, Any], transport: httpx.BaseTransport | None = None):
-        self.cfg = dict(cfg)
-        headers = {"content-type": "application/json"}
-        env = self.cfg.get("api_key_env")
-        if env:
-            key = os.environ.get(env)
-            if not key:
-                raise LLMError(f"environment variable {env} (api_key_env) is not set")
-            headers["authorization"] = f"Bearer {key}"
-        self.url = self.cfg["base_url"].rstrip("/") + "/chat/completions"
-        self.http = httpx.Client(headers=headers, timeout=float(self.cfg.get("timeout_s", 120.0)), transport=transport)
+    """Blocking ``chat(messages) -> str``, safe to call from many threads at once."""
+
+    def __init__(self, cfg: Mapping[str, Any] | ChatEndpointConfig, transport=None):
+        self.endpoint = _endpoint(cfg)
+        key = read_api_key(self.endpoint.api_key_env, LLMError)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="s1ray-chat", daemon=True)
+        self._thread.start()
+
+        async def make() -> HttpClient:  # the client's locks and connections belong to this loop
+            return HttpClient(self.endpoint, api_key=key, transport=transport)
+
+        self.http = self._run(make())
+        # A client nobody closes (one per domain batch) must not leave its thread behind.
+        self._finalizer = weakref.finalize(self, self._loop.call_soon_threadsafe, self._loop.stop)
+
+    def _run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def close(self) -> None:
-        self.http.close()
+        if self._loop.is_closed():
+            return
+        self._run(self.http.aclose())
+        self._finalizer()  # stops the loop
+        self._thread.join()
+        self._loop.close()
 
     def __enter__(self) -> "ChatClient":
         return self
@@ -47,40 +79,15 @@ class ChatClient:
         self.close()
 
     def chat(self, messages: list[dict[str, str]]) -> str:
-        body = {
-            "model": self.cfg["model"],
-            "messages": messages,
-            "max_tokens": int(self.cfg.get("max_tokens", 64)),
-            "temperature": float(self.cfg.get("temperature", 0.0)),
-            **(self.cfg.get("extra_body") or {}),
-        }
-        retries = int(self.cfg.get("max_retries", 4))
-        backoff = float(self.cfg.get("backoff_s", 1.0))
-        last = ""
-        for attempt in range(retries + 1):
-            try:
-                r = self.http.post(self.url, json=body)
-            except httpx.HTTPError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            else:
-                if r.status_code == 200:
-                    try:
-                        return r.json()["choices"][0]["message"]["content"] or ""
-                    except (ValueError, KeyError, IndexError, TypeError) as exc:
-                        raise LLMError(f"unexpected response shape: {exc}: {r.text[:200]}") from None
-                last = f"HTTP {r.status_code}: {r.text[:200]}"
-                if r.status_code != 429 and r.status_code < 500:
-                    raise LLMError(last)
-                ra = r.headers.get("retry-after")
-                if ra and attempt < retries:
-                    try:
-                        time.sleep(min(float(ra), 60.0))
-                        continue
-                    except ValueError:
-                        pass
-            if attempt < retries:
-                time.sleep(backoff * (2**attempt))
-        raise LLMError(f"failed after {retries + 1} attempts: {last}")
+        ep = self.endpoint
+        body = {"model": ep.model, "messages": messages, "max_tokens": ep.max_tokens,
+                "temperature": ep.temperature, **ep.extra_body}
+        out = self._run(self.http.post(body, _content, what="chat"))
+        if out.ok:
+            return out.value
+        if out.retryable:
+            raise LLMError(f"failed after {out.attempts} attempts: {out.error}")
+        raise LLMError(out.error)
 
 
 def map_concurrent(fn: Callable[[Any], Any], items: Sequence[Any], max_concurrency: int) -> list[Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import random
 from typing import Any, Protocol
@@ -47,27 +48,20 @@ class Backend(Protocol):
 
 # ------------------------------------------------------------------ engine (Ray actors)
 def request_from_payload(p: dict[str, Any]):
-    """A :class:`GenerationRequest` from a payload (raises BudgetError on bad values)."""
-    from s1ray.engine.budget import ThinkingBudget
-    from s1ray.engine.types import GenerationRequest
+    """A :class:`GenerationRequest` from a payload (raises BudgetError on bad values).
 
-    return GenerationRequest(
-        messages=p["messages"],
-        method=p["method"],
-        budget=ThinkingBudget(
-            min_tokens=p.get("min_thinking_tokens") or 0,
-            max_tokens=p.get("max_thinking_tokens"),
-            num_waits=p.get("num_waits") or 0,
-            max_answer_tokens=p["max_answer_tokens"],
-        ),
-        thinking_class=p.get("thinking_class"),
-        continuation=p.get("continuation"),
-        format=p.get("format"),
-        temperature=p.get("temperature", 0.0),
-        top_p=p.get("top_p", 1.0),
-        seed=p.get("seed"),
-        request_id=p.get("request_id"),
-    )
+    Through the same body and protocol as the HTTP backend, so both backends run one request.
+    """
+    from pydantic import ValidationError
+
+    from s1ray.config import format_validation_error
+    from s1ray.engine.budget import BudgetError
+    from s1ray.serve.protocol import engine_request
+
+    try:
+        return engine_request(chat_body(p, "s1ray"), p["max_answer_tokens"])
+    except ValidationError as err:
+        raise BudgetError("payload", format_validation_error(err)) from None
 
 
 class EngineActor:
@@ -222,7 +216,11 @@ def parse_chat_response(data: dict[str, Any]) -> dict[str, Any]:
 
 
 class HttpBackend:
-    """POST ``{base_url}/v1/chat/completions``; retries connection errors, 429 and 5xx."""
+    """POST ``{base_url}/v1/chat/completions`` through the shared :class:`~s1ray.http_client.HttpClient`.
+
+    Connection errors, timeouts, 408/409/425/429 and 5xx are retried ``retries`` times with
+    jittered backoff; other 4xx and malformed answers fail the request at once.
+    """
 
     def __init__(
         self,
@@ -233,49 +231,45 @@ class HttpBackend:
         max_connections: int = 64,
         retries: int = 4,
         transport=None,  # tests: httpx.MockTransport
+        rng: random.Random | None = None,
     ):
-        self.url = base_url.rstrip("/")
-        if not self.url.endswith("/v1"):
-            self.url += "/v1"
-        self.url += "/chat/completions"
+        from s1ray.http_client import EndpointConfig
+
+        url = base_url.rstrip("/")
+        if not url.endswith("/v1"):
+            url += "/v1"
+        self.endpoint = EndpointConfig(base_url=url, model=model, max_concurrency=max_connections,
+                                       max_retries=retries, backoff_base_s=0.5, backoff_max_s=30.0,
+                                       timeout_s=timeout_s)
+        self.url = self.endpoint.chat_url
         self.model = model
         self.api_key = api_key
-        self.timeout_s = timeout_s
-        self.max_connections = max_connections
-        self.retries = retries
         self.transport = transport
+        self.rng = rng
         self.client = None
 
     async def start(self) -> None:
-        import httpx
+        from s1ray.http_client import HttpClient
 
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.timeout_s, connect=30.0),
-            limits=httpx.Limits(max_connections=self.max_connections),
-            headers=headers,
-            transport=self.transport,
-        )
+        self.client = HttpClient(self.endpoint, api_key=self.api_key, connect_timeout_s=30.0,
+                                 transport=self.transport, rng=self.rng)
 
     async def generate(self, payload: dict[str, Any]) -> dict[str, Any]:
-        import httpx
+        from s1ray.http_client import HttpCallError
 
-        body = chat_body(payload, self.model)
-        last = ""
-        for attempt in range(self.retries + 1):
+        def parse(content: bytes) -> dict[str, Any]:
             try:
-                r = await self.client.post(self.url, json=body)
-            except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            else:
-                if r.status_code == 200:
-                    return parse_chat_response(r.json())
-                last = f"HTTP {r.status_code}: {r.text[:300]}"
-                if r.status_code != 429 and r.status_code < 500:
-                    raise BackendError(last)  # the request itself is bad: retrying will not help
-            if attempt < self.retries:
-                await asyncio.sleep(min(30.0, 0.5 * 2**attempt) * (0.5 + random.random()))
-        raise BackendError(f"{self.url}: gave up after {self.retries + 1} tries ({last})")
+                data = json.loads(content)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise HttpCallError(f"malformed response (not JSON): {content[:120]!r}", False) from None
+            return parse_chat_response(data)
+
+        out = await self.client.post(chat_body(payload, self.model), parse)
+        if out.ok:
+            return out.value
+        if not out.retryable:
+            raise BackendError(out.error)  # the request itself is bad: retrying will not help
+        raise BackendError(f"{self.url}: gave up after {out.attempts} tries ({out.error})")
 
     async def close(self) -> None:
         if self.client is not None:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from s1ray.config import S1Config, check_unique_names
+from s1ray.config import EnvVarName, S1Config, check_unique_names
 from s1ray.engine.control import METHODS
 from s1ray.engine.types import EngineConfig
 from s1ray.formats import FormatName
@@ -89,7 +89,7 @@ class EvalConfig(S1Config):
     # Where generations come from: exactly one of these.
     engine: EngineConfig | None = None
     base_url: str | None = Field(None, description="a running s1ray Serve endpoint, e.g. http://host:8000")
-    api_key_env: str | None = Field(None, description="env var holding the endpoint's API key")
+    api_key_env: EnvVarName = Field(None, description="env var holding the endpoint's API key")
     served_model: str = Field("s1ray", description="`model` sent to the endpoint")
     request_timeout_s: float = Field(3600.0, gt=0)
 

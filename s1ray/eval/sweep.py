@@ -170,9 +170,9 @@ def make_backend(cfg: EvalConfig):
     from s1ray.eval.backends import HttpBackend, RayEngineBackend
 
     if cfg.base_url is not None:
-        key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
-        if cfg.api_key_env and not key:
-            raise ValueError(f"api_key_env: environment variable {cfg.api_key_env!r} is not set")
+        from s1ray.http_client import read_api_key
+
+        key = read_api_key(cfg.api_key_env, ValueError)
         return HttpBackend(cfg.base_url, cfg.served_model, key, cfg.request_timeout_s, cfg.concurrency)
     return RayEngineBackend(
         cfg.engine, cfg.num_engines, cfg.actor_num_cpus, cfg.actor_num_gpus,

@@ -7,7 +7,7 @@ Serve) and records per-stage completion so a rerun resumes.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -17,6 +17,10 @@ from s1ray.eval.config import EvalConfig
 from s1ray.serve.config import ServeConfig
 from s1ray.traces.config import TracesConfig
 from s1ray.train.config import TrainConfig
+
+# The model a pipeline stage gets from an earlier one; a config leaves it out (the plan reads it
+# as "the wired model's shape").
+WIRED_MODEL = "unused"
 
 Stage = Literal["base_model", "candidates", "traces", "solver", "curation", "heldout", "train", "eval", "serve"]
 
@@ -51,6 +55,29 @@ class PipelineConfig(S1Config):
     eval: EvalConfig | None = None
     eval_untrained: bool = Field(False, description="also evaluate the model SFT started from")
     serve: ServeConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wired_models(cls, data: Any) -> Any:
+        """Fill the models the pipeline wires in itself (SFT's for eval/Serve, base_model's for SFT)."""
+        if not isinstance(data, dict):
+            return data
+        stages = data.get("stages") or []
+        wired = [("eval", "engine"), ("serve", "engine")] if "train" in stages else []
+        if "base_model" in stages:
+            wired.append(("train", None))
+        data = dict(data)
+        for section, sub in wired:
+            block = data.get(section)
+            if not isinstance(block, dict):
+                continue
+            block = dict(block)
+            if sub is None:
+                block.setdefault("model", WIRED_MODEL)
+            elif isinstance(block.get(sub), dict):
+                block[sub] = {"model": WIRED_MODEL, **block[sub]}
+            data[section] = block
+        return data
 
     @model_validator(mode="after")
     def _sections_present(self) -> "PipelineConfig":

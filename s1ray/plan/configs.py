@@ -3,15 +3,14 @@ curation, pipeline), including the pipeline's wiring of one stage's model into t
 
 from __future__ import annotations
 
+from s1ray.pipeline.config import WIRED_MODEL
 from s1ray.plan.shapes import ModelShape, PlanError, resolve_shape
-from s1ray.plan.stages import EngineSpec, PlanOptions, engine_spec_from, plan_cpu_only, plan_engine, plan_train
+from s1ray.plan.stages import PlanOptions, engine_spec_from, plan_cpu_only, plan_engine, plan_train
 from s1ray.plan.terms import StagePlan
-
-UNUSED = "unused"  # the pipeline's placeholder for a model it wires in itself
 
 
 def _shape(model: str, field: str, wired: ModelShape | None) -> ModelShape:
-    if wired is not None and model == UNUSED:
+    if wired is not None and model == WIRED_MODEL:
         return wired
     return resolve_shape(model, field)
 
@@ -42,18 +41,15 @@ def plan_eval(stage: str, cfg, opts: PlanOptions, wired: ModelShape | None = Non
     return [plan_engine(stage, engine_spec_from(cfg.engine, on_gpu), shape, cfg.num_engines, res, opts, why)]
 
 
-def plan_traces(stage: str, cfg, opts: PlanOptions, field: str = "teacher.model"):
+def plan_traces(stage: str, cfg, opts: PlanOptions, field: str = "teacher.engine.model"):
     t = cfg.teacher
     if t.kind != "local":
         return [plan_cpu_only(stage, {"CPU": 1}, 1, f"API teacher {t.model} at {t.base_url}: no GPU here")]
     on_gpu = t.device != "cpu"
     why = f"device: {t.device}" + (" (planned as a GPU cluster)" if t.device == "auto" else "")
-    kw = t.engine_kwargs
-    spec = EngineSpec(t.max_model_len, t.tensor_parallel_size, t.gpu_memory_utilization, t.enforce_eager,
-                      t.dtype, kw.get("max_num_seqs"), kw.get("max_num_batched_tokens"), t.cpu_kv_cache_gib,
-                      on_gpu, mode="offline")
+    spec = engine_spec_from(t.engine, on_gpu, mode="offline")
     replicas = t.max_replicas or t.replicas
-    res = {"GPU": t.tensor_parallel_size} if on_gpu else {"CPU": t.cpu_engine_num_cpus}
+    res = {"GPU": t.engine.tensor_parallel_size} if on_gpu else {"CPU": t.cpu_engine_num_cpus}
     return [plan_engine(stage, spec, resolve_shape(t.model, field), replicas, res, opts, why)]
 
 
@@ -75,7 +71,7 @@ def plan_pipeline(cfg, opts: PlanOptions) -> list[StagePlan]:
         if stage in ("candidates", "curation", "heldout", "base_model"):
             plans.append(plan_cpu_only(stage, {"CPU": 1}, 1, "CPU only (Ray Data / local files): no GPU terms"))
         elif stage in ("traces", "solver"):
-            plans += plan_traces(stage, getattr(cfg, stage), opts, f"{stage}.teacher.model")
+            plans += plan_traces(stage, getattr(cfg, stage), opts, f"{stage}.teacher.engine.model")
         elif stage == "train":
             wired = _base_model_shape(cfg.base_model) if "base_model" in cfg.stages else None
             trained = _shape(cfg.train.model, "train.model", wired)

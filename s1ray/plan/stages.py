@@ -81,13 +81,13 @@ class EngineSpec:
     mode: str = "server"  # vLLM scheduler defaults: server (AsyncLLM) or offline (batch)
 
 
-def engine_spec_from(engine, on_gpu: bool) -> EngineSpec:
-    """From an EngineConfig (engine, serve, eval)."""
+def engine_spec_from(engine, on_gpu: bool, mode: str = "server") -> EngineSpec:
+    """From an EngineConfig (engine, serve, eval; a local teacher's, in ``offline`` mode)."""
     extra = engine.extra_engine_args
     return EngineSpec(
         engine.max_model_len, engine.tensor_parallel_size, engine.gpu_memory_utilization, engine.enforce_eager,
         engine.dtype, engine.max_num_seqs or extra.get("max_num_seqs"), extra.get("max_num_batched_tokens"),
-        engine.cpu_kv_cache_gib, on_gpu,
+        engine.cpu_kv_cache_gib, on_gpu, mode=mode,
     )
 
 

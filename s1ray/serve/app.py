@@ -13,7 +13,6 @@ import asyncio
 import hmac
 import json
 import math
-import os
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -26,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from s1ray.engine.budget import BudgetError, ThinkingBudget
 from s1ray.engine.types import GenerationRequest
+from s1ray.http_client import read_api_key
 from s1ray.serve import protocol as P
 from s1ray.serve import responses as R
 from s1ray.serve.admission import Admission, QueueFull
@@ -98,11 +98,7 @@ class S1RayServer:
         from s1ray.engine.vllm_engine import BudgetEngine
 
         self.cfg = ServeConfig.model_validate(config)
-        self.api_key = None
-        if self.cfg.api_key_env:
-            self.api_key = os.environ.get(self.cfg.api_key_env)
-            if not self.api_key:
-                raise RuntimeError(f"api_key_env: environment variable {self.cfg.api_key_env} is not set")
+        self.api_key = read_api_key(self.cfg.api_key_env)
         self.engine = await BudgetEngine.create(self.cfg.engine)
         self.metrics = ServeMetrics(self.cfg.model_name)
         self.admission = Admission(self.cfg.max_ongoing_requests, self.cfg.max_queued_requests)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from s1ray.config import S1Config
+from s1ray.config import EnvVarName, S1Config
 from s1ray.engine.types import EngineConfig
 
 
@@ -56,7 +56,7 @@ class ServeConfig(S1Config):
         description="budget presets the OpenAI field reasoning_effort selects",
     )
     request_timeout_s: float = Field(600, gt=0, description="per-request deadline (504 after it)")
-    api_key_env: str | None = Field(
+    api_key_env: EnvVarName = Field(
         None, description="name of the environment variable holding the API key (never the key itself)"
     )
     max_n: int = Field(16, ge=1, description="largest n (samples per request)")

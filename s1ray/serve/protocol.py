@@ -251,6 +251,17 @@ class ChatCompletionRequest(BudgetFields):
         return (self.top_logprobs or 0) if self.logprobs else None
 
 
+def engine_request(body: dict[str, Any], default_answer_tokens: int,
+                   effort: dict[str, dict] | None = None) -> GenerationRequest:
+    """A chat-completions body as an engine request: the one way into :class:`GenerationRequest`
+    for the HTTP API, ``s1ray generate`` and the eval backends, so they cannot drift apart.
+
+    Raises pydantic's ``ValidationError`` (a ``ValueError``) or :class:`BudgetError`, each naming the field.
+    """
+    chat = ChatCompletionRequest.model_validate(body)
+    return chat.to_request(default_answer_tokens, effort, messages=[m.rendered() for m in chat.messages])
+
+
 class CompletionRequest(BudgetFields):
     prompt: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
     logprobs: StrictInt | None = Field(None, ge=0, le=5)

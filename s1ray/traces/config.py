@@ -17,20 +17,20 @@ API keys never appear in a config: ``teacher.api_key_env`` names the environment
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from s1ray.config import S1Config
+from s1ray.config import RayInitConfig, S1Config
 from s1ray.data.schema import QUESTION_FIELDS
+from s1ray.engine.types import EngineConfig
 from s1ray.formats import FORMATS
+from s1ray.http_client import EndpointConfig
 
 # How outputs are split: a reasoning format of s1ray.formats, or one of these two modes.
 PARSE_MODES = ("auto", "none")
 # Fields a prompt template may use.
 TEMPLATE_FIELDS = ("id", "source", "question", "solution", "answer")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class InputConfig(S1Config):
@@ -99,14 +99,20 @@ class SamplingConfig(S1Config):
     )
 
 
+# A teacher writes long traces: unless its engine block says otherwise it takes the checkpoint's
+# own dtype and a 32k context, not the budget engine's bfloat16/4096.
+TEACHER_ENGINE_DEFAULTS = {"dtype": "auto", "max_model_len": 32768}
+
+
 class LocalTeacher(S1Config):
     """vLLM through Ray Data's LLM batch API (``ray.data.llm.vLLMEngineProcessorConfig``)."""
 
     kind: Literal["local"] = "local"
-    model: str = Field(description="HF model name or path (reachable from every Ray node)")
-    tokenizer: str | None = Field(None, description="renders the prompts; default: model")
-    name: str | None = Field(None, description="teacher_model recorded in the output; default: model")
-    tensor_parallel_size: int = Field(1, ge=1)
+    engine: EngineConfig = Field(
+        description="the vLLM engine (model, tokenizer, dtype, max_model_len, tensor_parallel_size, "
+        "max_num_seqs, extra_engine_args, ...; format, seed and forcing are the budget engine's, unused here)"
+    )
+    name: str | None = Field(None, description="teacher_model recorded in the output; default: engine.model")
     replicas: int = Field(1, ge=1, description="vLLM engines (data parallel)")
     max_replicas: int | None = Field(None, ge=1, description="autoscale replicas..max_replicas")
     batch_size: int = Field(32, ge=1, description="rows per batch sent to an engine")
@@ -115,12 +121,6 @@ class LocalTeacher(S1Config):
         None, gt=0, description="requests Ray's stage lets into one engine at once (default: 1.1 x "
         "vLLM's max_num_seqs; Ray 2.60's 'no limit' (<= 0) crashes the engine actor)"
     )
-    max_model_len: int = Field(32768, gt=0)
-    dtype: str = "auto"
-    enforce_eager: bool = False
-    enable_prefix_caching: bool = True
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="more vLLM engine args")
     device: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="auto: cuda if the Ray cluster has GPUs, else cpu (vLLM's CPU build)"
     )
@@ -133,7 +133,6 @@ class LocalTeacher(S1Config):
         None, ge=1, description="at most this many pre/postprocess tasks at once (None: 1 with CPU "
         "engines, whose cores the tasks would otherwise take; as many as the CPUs allow with GPUs)"
     )
-    cpu_kv_cache_gib: int = Field(2, gt=0, description="VLLM_CPU_KVCACHE_SPACE on CPU engines")
     accelerator_type: str | None = Field(None, description="e.g. H100 (GPU clusters)")
     log_engine_metrics: bool = Field(False, description="export vLLM metrics to Ray's Prometheus endpoint")
     check_resources: bool = Field(
@@ -152,52 +151,46 @@ class LocalTeacher(S1Config):
         "defaults for the engine's device -- Ray's stage otherwise gets vLLM's generic 128/2048"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _teacher_engine_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        flat = sorted(set(data) & (set(EngineConfig.model_fields) | {"engine_kwargs"}))
+        if flat:
+            raise ValueError(f"{flat}: engine settings go under teacher.engine (e.g. teacher.engine.model), "
+                             "extra vLLM args under teacher.engine.extra_engine_args")
+        if isinstance(data.get("engine"), dict):
+            data = {**data, "engine": {**TEACHER_ENGINE_DEFAULTS, **data["engine"]}}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> "LocalTeacher":
         if self.max_replicas is not None and self.max_replicas < self.replicas:
             raise ValueError(f"max_replicas ({self.max_replicas}) < replicas ({self.replicas})")
-        if self.device == "cpu" and self.tensor_parallel_size > 1:
-            raise ValueError("tensor_parallel_size > 1 needs GPUs (device: cpu)")
+        if self.device == "cpu" and self.engine.tensor_parallel_size > 1:
+            raise ValueError("engine.tensor_parallel_size > 1 needs GPUs (device: cpu)")
         return self
+
+    @property
+    def model(self) -> str:
+        return self.engine.model
+
+    @property
+    def tokenizer(self) -> str:
+        """Renders the prompts: engine.tokenizer, else the model."""
+        return self.engine.tokenizer or self.engine.model
 
     @property
     def label(self) -> str:
         return self.name or self.model
 
 
-class ApiTeacher(S1Config):
-    """Any OpenAI-compatible ``/chat/completions`` endpoint."""
+class ApiTeacher(EndpointConfig):
+    """Any OpenAI-compatible ``/chat/completions`` endpoint (limits and retries: EndpointConfig)."""
 
     kind: Literal["api"] = "api"
-    base_url: str = Field(description="e.g. https://api.deepseek.com/v1 (…/chat/completions is appended)")
-    model: str
     name: str | None = Field(None, description="teacher_model recorded in the output; default: model")
-    api_key_env: str | None = Field(None, description="NAME of the environment variable holding the key")
-    max_concurrency: int = Field(16, ge=1, description="requests in flight")
-    requests_per_minute: float | None = Field(None, gt=0, description="token-bucket limit (every attempt counts)")
-    burst: int | None = Field(None, ge=1, description="bucket size; default: max(1, rpm/60)")
-    max_retries: int = Field(6, ge=0, description="retries after the first attempt")
-    backoff_base_s: float = Field(1.0, gt=0)
-    backoff_max_s: float = Field(60.0, gt=0)
-    timeout_s: float = Field(600.0, gt=0, description="per attempt, whole request")
-    headers: dict[str, str] = Field(default_factory=dict, description="extra headers (no secrets)")
-    extra_body: dict[str, Any] = Field(default_factory=dict, description="extra request-body fields")
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _env_name(cls, v: str | None) -> str | None:
-        if v is not None and not _ENV_NAME.match(v):
-            raise ValueError(
-                "give the NAME of an environment variable (e.g. DEEPSEEK_API_KEY), never the key itself"
-            )
-        return v
-
-    @field_validator("headers")
-    @classmethod
-    def _no_auth_header(cls, v: dict[str, str]) -> dict[str, str]:
-        if any(k.lower() in ("authorization", "api-key", "x-api-key") for k in v):
-            raise ValueError("no credentials in configs: put the key in an env var and name it in api_key_env")
-        return v
 
     @property
     def label(self) -> str:
@@ -205,12 +198,6 @@ class ApiTeacher(S1Config):
 
 
 Teacher = Annotated[Union[LocalTeacher, ApiTeacher], Field(discriminator="kind")]
-
-
-class RayInitConfig(S1Config):
-    address: str | None = Field(None, description="None: RAY_ADDRESS / the job's cluster, else a local one")
-    num_cpus: int | None = Field(None, gt=0, description="local clusters only")
-    object_store_memory_mb: int | None = Field(None, gt=0, description="local clusters only")
 
 
 class TracesConfig(S1Config):
@@ -267,8 +254,7 @@ class TracesConfig(S1Config):
     def student_tokenizer_path(self) -> str:
         if self.student_tokenizer:
             return self.student_tokenizer
-        t = self.teacher
-        return t.tokenizer or t.model  # type: ignore[union-attr]  (api needs student_tokenizer)
+        return self.teacher.tokenizer  # type: ignore[union-attr]  (api needs student_tokenizer)
 
     def generation_fingerprint(self) -> dict[str, Any]:
         """What makes two runs' traces comparable; a resume refuses a different one.

@@ -20,7 +20,6 @@ Failure policy:
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -121,16 +120,7 @@ def _init_ray(cfg: TracesConfig) -> bool:
 
     if ray.is_initialized():
         return False
-    kw: dict[str, Any] = {"log_to_driver": True}
-    if cfg.ray.address:
-        kw["address"] = cfg.ray.address
-    elif not os.environ.get("RAY_ADDRESS"):  # a new local cluster
-        kw["include_dashboard"] = False
-        if cfg.ray.num_cpus:
-            kw["num_cpus"] = cfg.ray.num_cpus
-        if cfg.ray.object_store_memory_mb:
-            kw["object_store_memory"] = cfg.ray.object_store_memory_mb * 1024**2
-    ray.init(**kw)
+    ray.init(**cfg.ray.init_kwargs())
     return True
 
 
@@ -178,7 +168,7 @@ def run_traces(cfg: TracesConfig, *, transport=None, on_row=None) -> TracesResul
 
         api_key(cfg.teacher)  # no key: fail now, before reading anything
     else:  # before any engine actor starts
-        check_model(cfg.teacher.model, "teacher.model")
+        check_model(cfg.teacher.model, "teacher.engine.model")
     questions = read_questions(cfg.input)
     units = make_units(questions, cfg.samples_per_question)
     writer = ShardWriter(cfg.output_dir, cfg.output_format, cfg.shard_size, cfg.generation_fingerprint(),

@@ -42,7 +42,7 @@ stage is used and a warning says so.
   (128 sequences, 2048 batched tokens) where ``vllm.LLM`` gets its offline ones (256/4096 on
   CPU, 1024/16384 on an H100). With ``teacher.offline_batch_defaults`` (default) the engine
   gets ``vllm.LLM``'s, read from vLLM's own table inside the actor (see
-  :func:`offline_batch_defaults`); ``engine_kwargs`` still override them.
+  :func:`offline_batch_defaults`); ``teacher.engine`` settings still override them.
 
 vLLM's periodic stats are off (``disable_log_stats``, as ``vllm.LLM`` has them) unless
 ``teacher.log_engine_metrics`` exports them.
@@ -73,24 +73,23 @@ def resolve_device(teacher) -> str:
 
 
 def engine_kwargs(cfg, device: str) -> dict[str, Any]:
-    t = cfg.teacher
+    e = cfg.teacher.engine
     kw: dict[str, Any] = dict(
-        max_model_len=t.max_model_len,
-        tensor_parallel_size=t.tensor_parallel_size,
-        dtype=t.dtype,
-        enforce_eager=t.enforce_eager,
-        enable_prefix_caching=t.enable_prefix_caching,
+        max_model_len=e.max_model_len, tensor_parallel_size=e.tensor_parallel_size, dtype=e.dtype,
+        enforce_eager=e.enforce_eager, enable_prefix_caching=e.enable_prefix_caching,
         # vLLM's periodic stats cost the engine's frontend work on every step for every request
         # (vllm.LLM turns them off too); Ray's metrics export needs them.
-        disable_log_stats=not t.log_engine_metrics,
+        disable_log_stats=not cfg.teacher.log_engine_metrics,
     )
+    if e.max_num_seqs is not None:
+        kw["max_num_seqs"] = e.max_num_seqs
     if device == "cuda":
-        kw["gpu_memory_utilization"] = t.gpu_memory_utilization
+        kw["gpu_memory_utilization"] = e.gpu_memory_utilization
     elif cfg.sampling.seed is not None:
         # vLLM's CPU build fails ("CPU Generator does not use offset") when a seeded request is
         # prefilled in chunks.
         kw["enable_chunked_prefill"] = False
-    kw.update(t.engine_kwargs)
+    kw.update(e.extra_engine_args)
     return kw
 
 
@@ -113,7 +112,8 @@ def processor_config(cfg, device: str):
     )
     if device == "cpu":
         kw["placement_group_config"] = {"bundles": [{"CPU": t.cpu_engine_num_cpus}]}
-        kw["runtime_env"] = {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(t.cpu_kv_cache_gib)}}
+        if t.engine.cpu_kv_cache_gib is not None:
+            kw["runtime_env"] = {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(t.engine.cpu_kv_cache_gib)}}
     elif t.accelerator_type:
         kw["accelerator_type"] = t.accelerator_type
     return vLLMEngineProcessorConfig(**kw)
@@ -299,7 +299,7 @@ def build_dataset(units: list[dict[str, Any]], cfg, device: str):
     from ray.data.llm import build_processor
 
     t = cfg.teacher
-    tokenizer = t.tokenizer or t.model
+    tokenizer = t.tokenizer
     common = dict(teacher_model=t.label, reasoning_format=cfg.reasoning_format,
                   thinking_open=cfg.prompt.opens_thinking)
     map_kwargs: dict[str, Any] = {"num_cpus": t.map_num_cpus}
@@ -313,10 +313,10 @@ def build_dataset(units: list[dict[str, Any]], cfg, device: str):
         processor_config(cfg, device),
         preprocess=functools.partial(_preprocess, tokenizer=tokenizer, prompt=cfg.prompt,
                                      sampling=sampling_params(cfg), seed=cfg.sampling.seed,
-                                     max_model_len=t.max_model_len),
+                                     max_model_len=t.engine.max_model_len),
         postprocess=functools.partial(_postprocess, common=common, student=cfg.student_tokenizer_path,
                                       tokenizer=tokenizer,
-                                      max_tokens=cfg.sampling.max_tokens, max_model_len=t.max_model_len,
+                                      max_tokens=cfg.sampling.max_tokens, max_model_len=t.engine.max_model_len,
                                       eos=frozenset(eos_token_ids(tokenizer, t.model))),
         preprocess_map_kwargs=map_kwargs,
         postprocess_map_kwargs=map_kwargs,
@@ -343,7 +343,7 @@ def check_resources(cfg, device: str) -> None:
     if device == "cpu":
         need = {"CPU": t.cpu_engine_num_cpus + t.map_num_cpus}
     else:
-        need = {"GPU": float(t.tensor_parallel_size)}
+        need = {"GPU": float(t.engine.tensor_parallel_size)}
     short = {k: v for k, v in need.items() if have.get(k, 0.0) < v}
     if short:
         raise EngineUnavailable(
@@ -369,7 +369,7 @@ def run_local(units: list[dict[str, Any]], cfg, sink: Callable[[dict[str, Any]],
     if t.check_resources:
         check_resources(cfg, device)
     log.info("local teacher %s on %s: %d replica(s), TP %d, batch %d", t.model, device,
-             t.replicas, t.tensor_parallel_size, t.batch_size)
+             t.replicas, t.engine.tensor_parallel_size, t.batch_size)
     ds = build_dataset(units, cfg, device)
     rows: queue.Queue = queue.Queue(maxsize=4096)
 
