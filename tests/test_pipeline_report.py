@@ -8,10 +8,11 @@ def test_stage_summaries_say_what_each_stage_made():
            "stages": {"ingest": {"rows_in": 3000, "rows_out": 3000}, "select": {"rows_in": 483, "rows_out": 400}}}
     assert stage_summary("curation", cur) == ("3000 questions -> 400 selected; decontaminated against none; "
                                               "dataset w/curation/dataset")
-    cur["eval_sets"] = {"used": {"miniature_heldout": 600}, "skipped": {"math500": "no local copy"}}
+    cur["eval_sets"] = {"used": {"miniature_heldout": 600},
+                        "skipped": {"math500": "no local copy", "aime24": "no local copy", "gpqa": "disabled"}}
     assert stage_summary("curation", cur) == ("3000 questions -> 400 selected; decontaminated against "
-                                              "miniature_heldout (skipped math500 (no local copy)); "
-                                              "dataset w/curation/dataset")
+                                              "miniature_heldout; skipped math500, aime24 (no local copy); "
+                                              "skipped gpqa (disabled); dataset w/curation/dataset")
     assert stage_summary("train", {"metrics": {"step": 480, "loss": 0.03}, "export_dir": "w/model"}) == \
         "480 steps, loss 0.0300; model w/model"
     ev = {"trained": {"generated": 420, "failed": 0}, "untrained": {"generated": 420, "failed": 1}}

@@ -203,7 +203,7 @@ def test_pipeline_miniature(cluster, checkout, tmp_path):
     work = store / "runs/pipeline/miniature"
     assert f"[s1ray] pipeline miniature: outputs in {work}" in logs
     (line,) = [ln for ln in logs.splitlines() if ln.startswith("[pipeline] curation: done")]
-    assert "decontaminated against heldout (skipped math500" in line, line
+    assert "decontaminated against heldout; skipped math500" in line, line
     summary = json.loads((work / "summary.json").read_text())
     assert summary["stages"]["curation"]["result"]["final_rows"] == 50
     assert (work / "curation/dataset/s1k.parquet").is_file() and (work / "heldout.jsonl").is_file()

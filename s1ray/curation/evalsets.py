@@ -63,7 +63,7 @@ def resolve_eval_sets(cfg: DecontamConfig) -> EvalSets:
             continue
         if e.optional and not _local_copy(e):
             out.skipped[e.name] = (f"optional, and {e.path} does not exist" if e.path else
-                                   f"optional, and no local copy (no {e.name}.jsonl in S1RAY_DATA_DIR)")
+                                   "optional, no local copy in S1RAY_DATA_DIR")
             continue
         try:
             rows, origin, _ = resolve_rows(e.name, e.path, e.hf_name, e.hf_config, e.split, where=where)

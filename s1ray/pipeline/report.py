@@ -20,9 +20,12 @@ def stage_summary(stage: str, result: dict[str, Any]) -> str:
         first = next(iter(st.values()), {}).get("rows_in", "?")
         sets = r.get("eval_sets", {})
         used = ", ".join(sets.get("used", {})) or "none"
-        skipped = ", ".join(f"{k} ({v})" for k, v in sets.get("skipped", {}).items())
+        by_reason: dict[str, list[str]] = {}
+        for name, why in sets.get("skipped", {}).items():
+            by_reason.setdefault(why, []).append(name)
+        skipped = "".join(f"; skipped {', '.join(names)} ({why})" for why, names in by_reason.items())
         return (f"{first} questions -> {r.get('final_rows')} selected; decontaminated against {used}"
-                + (f" (skipped {skipped})" if skipped else "") + f"; dataset {r.get('dataset_dir')}")
+                f"{skipped}; dataset {r.get('dataset_dir')}")
     if stage == "candidates":
         return f"questions {r.get('questions')}"
     if stage in ("traces", "solver"):
