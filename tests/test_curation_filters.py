@@ -15,10 +15,11 @@ from s1ray.curation import text as T
 from s1ray.curation.config import CurationConfig, PatternConfig, default_patterns
 from s1ray.curation.store import StageStore, fingerprint
 
+from evaldata import DATA_DIR, eval_file
+
+MATH500, AIME24 = DATA_DIR / "math500.jsonl", DATA_DIR / "aime24.jsonl"
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-MATH500 = SHARED / "math500.jsonl"
-AIME24 = SHARED / "aime24.jsonl"
 
 LONG = ("A bag contains {a} red marbles and {b} blue marbles. Two marbles are drawn at random without "
         "replacement, and then a fair coin is tossed once for every red marble that was drawn. What is the "
@@ -76,9 +77,8 @@ def featurize(rows: list[dict], index: F.EvalIndex | None, num_perm: int = 128, 
 
 @pytest.fixture(scope="module")
 def eval_index():
-    if not MATH500.exists():
-        pytest.skip("../shared/data is not beside the checkout")
-    return F.EvalIndex({"math500": _eval_questions(MATH500), "aime24": _eval_questions(AIME24)}, n=8,
+    math500, aime24 = eval_file("math500"), eval_file("aime24")
+    return F.EvalIndex({"math500": _eval_questions(math500), "aime24": _eval_questions(aime24)}, n=8,
                        boilerplate_df=5)
 
 

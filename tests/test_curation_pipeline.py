@@ -15,10 +15,11 @@ import pytest
 from s1ray.curation.config import CurationConfig
 from s1ray.curation.pipeline import CurationError, Pipeline
 
+from evaldata import eval_file
+
 pytestmark = pytest.mark.ray
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 STAGES = ["ingest", "dedupe", "quality", "difficulty", "domains", "select", "export"]
 
 
@@ -34,15 +35,14 @@ def _jsonl(path: Path, rows) -> Path:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    if not (SHARED / "math500.jsonl").exists():
-        pytest.skip("../shared/data is not beside the checkout")
+    math500_file, aime24_file = eval_file("math500"), eval_file("aime24")
     tmp = tmp_path_factory.mktemp("cur")
     rng = np.random.default_rng(0)
     qs = [{"id": f"p{i:02d}", "problem": f"Problem {i}: {_words(rng, 30)}?", "answer": str(i),
            "topic": "alg" if i % 2 else "geo"} for i in range(24)]
     qs[6]["problem"] = "As shown in the figure, " + qs[6]["problem"]  # quality:missing_image
-    math500 = json.loads((SHARED / "math500.jsonl").read_text().splitlines()[7])["problem"]
-    aime = json.loads((SHARED / "aime24.jsonl").read_text().splitlines()[2])["problem"]
+    math500 = json.loads(math500_file.read_text().splitlines()[7])["problem"]
+    aime = json.loads(aime24_file.read_text().splitlines()[2])["problem"]
     plants = [
         {"id": "x-exact", "problem": qs[1]["problem"].upper() + "  ", "answer": "1", "topic": "alg"},
         {"id": "x-near", "problem": qs[2]["problem"].replace(" ", " indeed ", 1), "answer": "2", "topic": "geo"},
@@ -107,8 +107,8 @@ def world(tmp_path_factory):
             {"name": "trusted", "kind": "parquet", "path": str(tmp / "trusted.parquet"),
              "fields": {"question": "problem"}, "source": "aime"},
         ],
-        "decontamination": {"eval_sets": [{"name": "math500", "path": str(SHARED / "math500.jsonl")},
-                                          {"name": "aime24", "path": str(SHARED / "aime24.jsonl")}]},
+        "decontamination": {"eval_sets": [{"name": "math500", "path": strmath500_file},
+                                          {"name": "aime24", "path": straime24_file}]},
         "quality": {"traces": [{"kind": "traces_dir", "path": str(tdir)}],
                     "trusted": [{"source": "aime", "require_correct": True}]},
         "difficulty": {"solvers": [{"kind": "jsonl", "name": "scripted", "path": str(solver_file)}],

@@ -20,7 +20,8 @@ from s1ray.traces.config import TracesConfig
 from s1ray.traces.job import run_traces
 from s1ray.traces.output import read_manifest, read_traces
 
-MATH500 = Path(__file__).resolve().parents[2] / "shared" / "data" / "math500.jsonl"
+from evaldata import eval_file
+
 
 
 @pytest.mark.ray
