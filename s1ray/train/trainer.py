@@ -150,6 +150,11 @@ def run(cfg: TrainConfig, echo=print, ray_init: dict[str, Any] | None = None) ->
         # started here hands this to its workers.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
         ray.init(**(ray_init or {}))
+    from s1ray.storage import check_shared
+
+    # every worker writes its checkpoint shards there, and a replacement node resumes from it
+    check_shared(cfg.storage_path, "storage_path")
+    check_shared(cfg.export_dir, "export_dir")
     ref = ray.put(data)
     from s1ray.train.progress import step_bar
 
