@@ -27,6 +27,7 @@ DeepSpeed is first imported in the worker.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -134,8 +135,16 @@ def _maybe_inject_fault(cfg: TrainConfig, step: int, rank: int) -> None:
     marker = Path(fi.marker)
     if marker.exists():
         return
+    import ray
+
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(f"fault injected at step {step} on rank {rank}\n")
+    node = ray.get_runtime_context().get_node_id()
+    from s1ray.dataio import write_text_atomic
+
+    write_text_atomic(marker, json.dumps({"step": step, "rank": rank, "node_id": node}) + "\n")
+    if fi.action == "hang":  # until the test removes this worker's node (or Ray kills the group)
+        while True:
+            time.sleep(1)
     raise RuntimeError(f"s1ray test-only fault injection: rank {rank} fails after step {step}")
 
 
