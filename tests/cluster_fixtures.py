@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import pytest
 
-# An interpreter that has moto[server] (default: this one; the dev extra installs it).
+# An interpreter that has moto[server] (default: this one; the dev extra installs it). A command
+# line is accepted too (split like a shell would), e.g. a wrapper that sets PYTHONPATH.
 MOTO_PYTHON_ENV = "S1RAY_TEST_MOTO_PYTHON"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_EC2_METADATA_DISABLED": "true"}
@@ -60,9 +61,10 @@ class S3:
         return pafs.FileSystem.from_uri(self.uri())[0]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def s3_server():
-    """A moto S3 server with one bucket; AWS_* point at it for this process and its children."""
+    """A moto S3 server with one bucket; AWS_* point at it for this process and its children
+    (restored after the module, so no other test sees them)."""
     python = os.environ.get(MOTO_PYTHON_ENV)
     if python is None:
         if importlib.util.find_spec("moto") is None:
