@@ -9,8 +9,14 @@ working dir (deleted with the job): there a relative output path is an error tha
 ``S1RAY_STORAGE``. A job passes the variable with ``--runtime-env-json
 '{"env_vars": {"S1RAY_STORAGE": "..."}}'`` or finds it in the environment ``ray start`` ran in.
 
-``s3://`` outputs: Ray Train writes checkpoints there itself (``train.storage_path``); the
-other jobs write local files, and say so instead of writing somewhere else.
+``s3://`` outputs: Ray Train writes checkpoints there itself (``train.storage_path``) and trace
+shards + manifest go through :class:`Location` (a pyarrow filesystem: local or S3, credentials
+and endpoint from the usual ``AWS_*`` variables). The other jobs write local files and refuse a
+URI with an error naming the field instead of writing somewhere else.
+
+Several nodes: once Ray runs on more than one alive node, a job refuses an output location
+that is a local path (:func:`check_shared`), since another node would not see it -- unless
+``$S1RAY_STORAGE_SHARED=1`` says local paths are a mount every node shares (NFS/EFS).
 
 Model paths: a local model that is not in the job's uploaded working dir (``.tiny/`` is
 gitignored, so it never travels) is an error naming the field and the two ways that work on a
@@ -28,6 +34,8 @@ from s1ray.config import ConfigError
 STORAGE_ENV = "S1RAY_STORAGE"
 # Set by Ray's job supervisor in the entrypoint's environment: the job's runtime env as JSON.
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+# Opt-in: local paths are on a mount every node sees (NFS/EFS), so a multi-node run may use them.
+SHARED_ENV = "S1RAY_STORAGE_SHARED"
 STORAGE_HINT = (f"set {STORAGE_ENV} to a directory every node sees or an s3:// URI, e.g. ray job submit "
                 f"--runtime-env-json '{{\"env_vars\": {{\"{STORAGE_ENV}\": \"/mnt/shared/s1ray\"}}}}' ...")
 
@@ -106,3 +114,95 @@ def check_model(model: str, field: str) -> str:
             "minus what .gitignore excludes, and models are excluded): give an absolute path on storage every "
             "node sees (e.g. /mnt/shared/models/x), or a HF hub id (e.g. Qwen/Qwen2.5-7B-Instruct)")
     raise ConfigError(f"{field}: model path {str(p)!r} does not exist (give an existing directory or a HF hub id)")
+
+
+def declared_shared() -> bool:
+    return os.environ.get(SHARED_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def alive_nodes() -> int:
+    """Alive nodes of the Ray cluster this process is connected to (0 when not connected)."""
+    import ray
+
+    if not ray.is_initialized():
+        return 0
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
+
+
+def check_shared(where: str | None, field: str) -> None:
+    """Refuse a node-local output location (config field ``field``) on a multi-node Ray cluster,
+    before anything is written: what one node writes there, no other node can read or resume."""
+    if where is None or is_uri(where) or declared_shared():
+        return
+    nodes = alive_nodes()
+    if nodes > 1:
+        raise ConfigError(
+            f"{field}: {where!r} is a local path and this Ray cluster has {nodes} nodes, so other nodes "
+            f"would not see it: give an s3:// URI (or set {STORAGE_ENV} to one), or, when this path is a "
+            f"mount every node shares (NFS/EFS), set {SHARED_ENV}=1")
+
+
+class Location:
+    """A directory given as a local path or a URI (``s3://bucket/prefix``), through pyarrow's
+    filesystems. Names are ``/``-separated paths below the directory."""
+
+    def __init__(self, where: str | Path):
+        import pyarrow.fs as pafs
+
+        self.where = str(where)
+        if is_uri(self.where):
+            self.fs, self.root = pafs.FileSystem.from_uri(self.where)
+            self.local = False
+        else:
+            self.fs, self.root = pafs.LocalFileSystem(), str(Path(self.where).expanduser().resolve())
+            self.local = True
+        self.root = self.root.rstrip("/")
+
+    def __str__(self) -> str:
+        return self.where
+
+    def path(self, name: str) -> str:
+        """``name``'s path inside ``self.fs`` (what pyarrow readers take with ``filesystem=``)."""
+        return f"{self.root}/{name}"
+
+    def uri(self, name: str) -> str:
+        return self.where.rstrip("/") + "/" + name
+
+    def makedirs(self) -> None:
+        self.fs.create_dir(self.root, recursive=True)
+
+    def exists(self, name: str) -> bool:
+        import pyarrow.fs as pafs
+
+        return self.fs.get_file_info(self.path(name)).type != pafs.FileType.NotFound
+
+    def names(self) -> list[str]:
+        """The files directly inside the directory (none when it does not exist)."""
+        import pyarrow.fs as pafs
+
+        sel = pafs.FileSelector(self.root, allow_not_found=True)
+        return sorted(i.base_name for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File)
+
+    def read_bytes(self, name: str) -> bytes:
+        with self.fs.open_input_stream(self.path(name)) as f:
+            return f.read()
+
+    def read_text(self, name: str) -> str:
+        return self.read_bytes(name).decode("utf-8")
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """Readers see the old object or the whole new one: locally a temp file + rename, on S3 a
+        single PUT (objects appear whole)."""
+        if self.local:
+            from s1ray.dataio import atomic_write
+
+            atomic_write(self.path(name), lambda p: p.write_bytes(data))
+            return
+        with self.fs.open_output_stream(self.path(name)) as f:
+            f.write(data)
+
+    def write_text(self, name: str, text: str) -> None:
+        self.write_bytes(name, text.encode("utf-8"))
+
+    def delete(self, name: str) -> None:
+        self.fs.delete_file(self.path(name))

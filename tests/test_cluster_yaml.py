@@ -28,3 +28,19 @@ def test_validation_really_checks():
     bad["available_node_types"]["gpu_8x_h100"]["min_workers"] = "two"
     with pytest.raises(jsonschema.ValidationError):
         validate_config(prepare_config(bad))
+
+
+def test_configs_and_cluster_yaml_agree_on_storage():
+    """One storage setting: the cluster exports S1RAY_STORAGE (a mount every node has, declared
+    shared) and the s1_32b configs' outputs are relative, so they land under it."""
+    from s1ray.config import load_config
+    from s1ray.pipeline.config import PipelineConfig
+    from s1ray.train.config import TrainConfig
+
+    setup = "\n".join(load()["setup_commands"])
+    assert "S1RAY_STORAGE=${S1RAY_STORAGE:-/mnt/shared/s1ray}" in setup and "S1RAY_STORAGE_SHARED=1" in setup
+    assert "mount -t nfs4" in setup and "/mnt/shared" in setup
+    train = load_config(TrainConfig, ROOT / "configs/train/s1_32b.yaml")
+    pipeline = load_config(PipelineConfig, ROOT / "configs/pipeline/s1_32b.yaml")
+    for path in (train.storage_path, pipeline.work_dir):
+        assert not path.startswith(("/", "~")) and "://" not in path, path

@@ -82,3 +82,34 @@ def test_evaluate_job_rejects_a_model_that_did_not_travel_before_any_actor(plain
     err = capsys.readouterr().err.strip()
     assert code == 2 and not ray.is_initialized()
     assert err.startswith("s1ray eval: engine.model: '.tiny/model' is a local path that did not travel") and "\n" not in err
+
+
+def test_a_location_is_a_directory_on_a_pyarrow_filesystem(tmp_path):
+    from s1ray.storage import Location
+
+    loc = Location(tmp_path / "d")
+    loc.makedirs()
+    assert loc.names() == [] and not loc.exists("a.txt")
+    loc.write_text("a.txt", "one")
+    loc.write_bytes("b.bin", b"\x00")
+    assert loc.names() == ["a.txt", "b.bin"] and loc.read_text("a.txt") == "one"
+    assert [p.name for p in (tmp_path / "d").iterdir() if p.name.startswith(".")] == []  # no temp file left
+    loc.delete("b.bin")
+    assert loc.names() == ["a.txt"] and loc.path("a.txt") == str(tmp_path / "d" / "a.txt")
+    assert Location(tmp_path / "missing").names() == []
+
+
+def test_shared_storage_check_needs_several_nodes(plain, monkeypatch):
+    from s1ray import storage
+
+    storage.check_shared("/local/out", "output_dir")  # no Ray connection: nothing to compare with
+    monkeypatch.setattr(storage, "alive_nodes", lambda: 1)
+    storage.check_shared("/local/out", "output_dir")
+    monkeypatch.setattr(storage, "alive_nodes", lambda: 3)
+    with pytest.raises(ConfigError, match=r"^storage_path: '/local/out' is a local path and this Ray cluster has 3 "
+                                          r"nodes.*s3://.*S1RAY_STORAGE_SHARED=1"):
+        storage.check_shared("/local/out", "storage_path")
+    storage.check_shared("s3://bucket/out", "storage_path")
+    storage.check_shared(None, "export_dir")
+    monkeypatch.setenv(storage.SHARED_ENV, "true")
+    storage.check_shared("/local/out", "storage_path")

@@ -403,10 +403,10 @@ def test_shard_is_done_only_once_listed_in_the_manifest(tmp_path, monkeypatch):
     w.extend([_row(0), _row(1)])
     assert out.done_keys(tmp_path) == {("r0", 0), ("r1", 0)}
 
-    def crash(path, obj):  # the process dies after the shard file, before the manifest
+    def crash(loc, obj):  # the process dies after the shard file, before the manifest
         raise OSError("disk gone")
 
-    monkeypatch.setattr(out, "write_json_atomic", crash)
+    monkeypatch.setattr(out, "write_manifest", crash)
     with pytest.raises(OSError):
         w.extend([_row(2), _row(3)])
     monkeypatch.undo()

@@ -92,6 +92,9 @@ class Pipeline(StageContext):
                     kw["object_store_memory"] = self.cfg.ray.object_store_memory_mb * 1024**2
             ray.init(**kw)
             self._ray_started = True
+        from s1ray.storage import check_shared
+
+        check_shared(self.cfg.output_dir, "output_dir")
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = self.cfg.progress_bars
         ctx.execution_options.preserve_order = True  # deterministic output files

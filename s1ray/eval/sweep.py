@@ -351,7 +351,10 @@ def run_sweep(cfg: EvalConfig, backend=None, report: bool = True) -> SweepResult
         started_ray = False
         if backend is None:
             if cfg.base_url is None:
+                from s1ray.storage import check_shared
+
                 started_ray = ensure_ray(cfg)
+                check_shared(str(out_dir), "output_dir")
             backend = make_backend(cfg)
         try:
             asyncio.run(_run(pending, backend, cfg, SampleWriter(out_dir / SAMPLES_FILE), res))

@@ -146,8 +146,11 @@ def _generate(cfg: TracesConfig, pending: list[dict[str, Any]], sink, transport=
 
     from s1ray.traces.local import run_local
 
+    from s1ray.storage import check_shared
+
     started = _init_ray(cfg)
     try:
+        check_shared(cfg.output_dir, "output_dir")  # the driver writes; a later stage on another node reads
         run_local(pending, cfg, sink)
     finally:
         if started:
@@ -162,7 +165,8 @@ def run_traces(cfg: TracesConfig, *, transport=None, on_row=None) -> TracesResul
     transport for API teachers (tests); ``on_row``: called with every new row (benchmarks)."""
     from s1ray.storage import announce, check_model, resolve_output
 
-    cfg = cfg.model_copy(update={"output_dir": resolve_output(cfg.output_dir, "output_dir")})
+    # shards + manifest go through pyarrow filesystems: a local path or s3://
+    cfg = cfg.model_copy(update={"output_dir": resolve_output(cfg.output_dir, "output_dir", uri_ok=True)})
     if cfg.teacher.kind == "api":
         from s1ray.traces.api import api_key
 

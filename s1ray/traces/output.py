@@ -1,7 +1,8 @@
 """Sharded, resumable output: ``<output_dir>/shard-NNNNN.{parquet,jsonl}`` + ``manifest.json``.
 
-* A shard is written to a temporary file in the same directory and ``os.replace``-d into
-  place, so no reader ever sees half a shard.
+* ``output_dir`` is a local path or an ``s3://`` URI (:class:`s1ray.storage.Location`). A shard
+  is written to a temporary file in the same directory and ``os.replace``-d into place (on S3: one
+  PUT, objects appear whole), so no reader ever sees half a shard.
 * A shard is *done* only once ``manifest.json`` lists it; the manifest is itself replaced
   atomically after each shard. A crash between the two leaves an unlisted shard file, which
   is ignored (and overwritten by the next run's shard of that number).
@@ -21,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from s1ray.dataio import atomic_write, write_json_atomic
+from s1ray.storage import Location
 from s1ray.traces.records import TRACE_COLUMNS, Key, unit_key
 
 MANIFEST = "manifest.json"
@@ -46,52 +47,60 @@ def arrow_schema():
     return pa.schema([(name, getattr(pa, t)()) for name, t in TRACE_COLUMNS.items()])
 
 
-def _write_rows(path: Path, rows: list[dict[str, Any]], fmt: str) -> None:
+def _shard_bytes(rows: list[dict[str, Any]], fmt: str) -> bytes:
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(rows, schema=arrow_schema()), path)
-    else:
-        with path.open("w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps({c: r.get(c) for c in TRACE_COLUMNS}, ensure_ascii=False) + "\n")
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pylist(rows, schema=arrow_schema()), sink)
+        return sink.getvalue().to_pybytes()
+    return "".join(json.dumps({c: r.get(c) for c in TRACE_COLUMNS}, ensure_ascii=False) + "\n"
+                   for r in rows).encode("utf-8")
 
 
-def read_shard(path: Path, columns: list[str] | None = None) -> list[dict[str, Any]]:
-    if path.suffix == ".parquet":
+def _location(out_dir: str | Path | Location) -> Location:
+    return out_dir if isinstance(out_dir, Location) else Location(out_dir)
+
+
+def read_shard(loc: Location, name: str, columns: list[str] | None = None) -> list[dict[str, Any]]:
+    if name.endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        return pq.read_table(path, columns=columns).to_pylist()
+        return pq.read_table(loc.path(name), columns=columns, filesystem=loc.fs).to_pylist()
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                r = json.loads(line)
-                rows.append({c: r.get(c) for c in columns} if columns else r)
+    for line in loc.read_text(name).splitlines():
+        if line.strip():
+            r = json.loads(line)
+            rows.append({c: r.get(c) for c in columns} if columns else r)
     return rows
 
 
-def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
-    p = Path(out_dir) / MANIFEST
-    if not p.exists():
+def read_manifest(out_dir: str | Path | Location) -> dict[str, Any] | None:
+    loc = _location(out_dir)
+    if not loc.exists(MANIFEST):
         return None
-    m = json.loads(p.read_text())
+    m = json.loads(loc.read_text(MANIFEST))
     if m.get("version") != MANIFEST_VERSION:
-        raise OutputMismatch(f"{p}: manifest version {m.get('version')!r}, expected {MANIFEST_VERSION}")
+        raise OutputMismatch(f"{loc.uri(MANIFEST)}: manifest version {m.get('version')!r}, expected {MANIFEST_VERSION}")
     return m
 
 
-def completed_shards(out_dir: str | Path) -> list[Path]:
-    m = read_manifest(out_dir)
-    return [Path(out_dir) / s["file"] for s in (m or {}).get("shards", [])]
+def write_manifest(loc: Location, m: dict[str, Any]) -> None:
+    loc.write_text(MANIFEST, json.dumps(m, indent=1) + "\n")
 
 
-def key_errors(out_dir: str | Path) -> dict[Key, bool]:
+def completed_shards(out_dir: str | Path | Location) -> list[str]:
+    """The names of the shards the manifest lists, in order."""
+    return [s["file"] for s in (read_manifest(out_dir) or {}).get("shards", [])]
+
+
+def key_errors(out_dir: str | Path | Location) -> dict[Key, bool]:
     """Each recorded key -> whether its current (latest) row is an error."""
+    loc = _location(out_dir)
     state: dict[Key, bool] = {}
-    for p in completed_shards(out_dir):
-        for r in read_shard(p, ["id", "sample_index", "error"]):
+    for name in completed_shards(loc):
+        for r in read_shard(loc, name, ["id", "sample_index", "error"]):
             state[unit_key(r)] = r.get("error") is not None
     return state
 
@@ -102,16 +111,17 @@ def skipped_keys(state: dict[Key, bool], retry_errors: bool) -> set[Key]:
     return {k for k, err in state.items() if not (retry_errors and err)}
 
 
-def done_keys(out_dir: str | Path, retry_errors: bool = False) -> set[Key]:
+def done_keys(out_dir: str | Path | Location, retry_errors: bool = False) -> set[Key]:
     return skipped_keys(key_errors(out_dir), retry_errors)
 
 
-def read_traces(out_dir: str | Path) -> list[dict[str, Any]]:
+def read_traces(out_dir: str | Path | Location) -> list[dict[str, Any]]:
     """Every key's current row, in the order keys were first written (a retried key's later
     row replaces its earlier error row in place)."""
+    loc = _location(out_dir)
     rows: dict[Key, dict[str, Any]] = {}
-    for p in completed_shards(out_dir):
-        for r in read_shard(p):
+    for name in completed_shards(loc):
+        for r in read_shard(loc, name):
             rows[unit_key(r)] = r
     return list(rows.values())
 
@@ -152,10 +162,11 @@ class ShardWriter:
         on_shard: Callable[[dict[str, Any]], None] | None = None,
         retry_errors: bool = False,
     ):
-        self.dir = Path(out_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.dir.glob(".*.tmp-*"):  # a crashed run's temp files: never done
-            stale.unlink(missing_ok=True)
+        self.dir = _location(out_dir)
+        self.dir.makedirs()
+        for stale in self.dir.names():  # a crashed run's temp files (local only): never done
+            if stale.startswith(".") and ".tmp-" in stale:
+                self.dir.delete(stale)
         self.fmt = fmt
         self.shard_size = shard_size
         self.fail_after_shards = fail_after_shards
@@ -209,7 +220,7 @@ class ShardWriter:
             raise AllRowsFailed(rows)
         index = len(self.manifest["shards"])
         name = f"shard-{index:05d}.{self.fmt}"
-        atomic_write(self.dir / name, lambda p: _write_rows(p, rows, self.fmt))
+        self.dir.write_bytes(name, _shard_bytes(rows, self.fmt))
         entry = {"file": name, "rows": len(rows), "errors": errors, "created": _now()}
         m = dict(self.manifest)
         m["shards"] = [*m["shards"], entry]
@@ -221,7 +232,7 @@ class ShardWriter:
         if superseded or m.get("superseded"):
             m["superseded"] = m.get("superseded", 0) + superseded
         m["updated"] = _now()
-        write_json_atomic(self.dir / MANIFEST, m)  # from here on, the shard is done
+        write_manifest(self.dir, m)  # from here on, the shard is done
         self.manifest = m
         self.key_errors = state
         self.done.update(unit_key(r) for r in rows)

@@ -78,16 +78,19 @@ class LoggingConfig(S1Config):
 
 
 class FaultInjection(S1Config):
-    """TEST-ONLY fault injection: rank ``rank`` raises once, after computing optimizer step ``step``.
+    """TEST-ONLY fault injection: rank ``rank`` fails once, after computing optimizer step ``step``.
 
-    The marker file makes it fire only once: it is created just before raising, and a worker
-    that finds it does not raise. Used by the fault-tolerance test to exercise
+    The marker file makes it fire only once: it is created just before the fault (holding the
+    worker's Ray node id), and a worker that finds it does not fail. ``raise``: the worker
+    raises; ``hang``: it blocks until killed, so a test can remove its node (a lost spot
+    instance) while the run is stuck there. Used by the fault-tolerance tests to exercise
     ``FailureConfig`` + resume; never set it in a real run.
     """
 
     step: int = Field(ge=1)
     marker: str = Field(description="file created when the fault fires (fires only if absent)")
     rank: int = Field(0, ge=0)
+    action: Literal["raise", "hang"] = "raise"
 
 
 class TrainConfig(S1Config):

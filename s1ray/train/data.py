@@ -44,8 +44,8 @@ import numpy as np
 
 from s1ray.dataio import DataError
 from s1ray.formats import ReasoningFormat, render_prompt, single_token_ids
+from s1ray.train.loss import IGNORE  # the loss defines the label mask; re-exported for the data's users
 
-IGNORE = -100
 _SENTINEL = "\u2063S1RAY\u2063"
 
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from s1ray.train.data import IGNORE
+# Label of a position that is not trained on (prompt, padding); cross-entropy's ignore_index.
+# Defined here, not in s1ray.train.data, so the loss imports torch only (bench/gpu_check.py).
+IGNORE = -100
 
 LossImpl = Literal["auto", "fused_chunked", "logits"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from s1ray.train.data import IGNORE
+from s1ray.train.loss import IGNORE
 
 # Dense bf16 peak per device, TFLOP/s (MFU's denominator).
 PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}

@@ -40,6 +40,13 @@ def _abs_if_local(value: str | None) -> str | None:
     return str(p.resolve()) if p.exists() or value.startswith((".", "/", "~")) else value
 
 
+def _checkpoint_uri(ckpt) -> str:
+    """A Ray checkpoint as a local path or a URI: Ray gives the path inside its pyarrow filesystem,
+    which for S3 lacks the ``s3://`` that says where it is."""
+    kind = getattr(getattr(ckpt, "filesystem", None), "type_name", "local")
+    return ckpt.path if kind == "local" else f"{kind}://{ckpt.path}"
+
+
 def resolve_paths(cfg: TrainConfig) -> TrainConfig:
     """Make local paths absolute on the driver (workers may run in another directory)."""
     from s1ray.storage import check_model, resolve_output
@@ -150,6 +157,11 @@ def run(cfg: TrainConfig, echo=print, ray_init: dict[str, Any] | None = None) ->
         # started here hands this to its workers.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
         ray.init(**(ray_init or {}))
+    from s1ray.storage import check_shared
+
+    # every worker writes its checkpoint shards there, and a replacement node resumes from it
+    check_shared(cfg.storage_path, "storage_path")
+    check_shared(cfg.export_dir, "export_dir")
     ref = ray.put(data)
     from s1ray.train.progress import step_bar
 
@@ -158,7 +170,7 @@ def run(cfg: TrainConfig, echo=print, ray_init: dict[str, Any] | None = None) ->
     err = getattr(result, "error", None)
     if err is not None:
         raise err
-    ckpt = result.checkpoint.path if result.checkpoint is not None else None
+    ckpt = _checkpoint_uri(result.checkpoint) if result.checkpoint is not None else None
     from s1ray.storage import announce
 
     announce(f"train {cfg.name}", f"{cfg.storage_path.rstrip('/')}/{cfg.name} (model: {cfg.resolved_export_dir()})", echo)

@@ -3,7 +3,9 @@ imported), seeds, the attention implementation, and the test-only fault injectio
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from pathlib import Path
 
 from s1ray.train.config import TrainConfig
@@ -55,6 +57,14 @@ def maybe_inject_fault(cfg: TrainConfig, step: int, rank: int) -> None:
     marker = Path(fi.marker)
     if marker.exists():
         return
+    import ray
+
+    from s1ray.dataio import write_text_atomic
+
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(f"fault injected at step {step} on rank {rank}\n")
+    node = ray.get_runtime_context().get_node_id()
+    write_text_atomic(marker, json.dumps({"step": step, "rank": rank, "node_id": node}) + "\n")
+    if fi.action == "hang":  # until the test removes this worker's node (or Ray kills the group)
+        while True:
+            time.sleep(1)
     raise RuntimeError(f"s1ray test-only fault injection: rank {rank} fails after step {step}")

@@ -1,0 +1,159 @@
+"""Storage on the production topology in miniature (tests/cluster_fixtures.py): S3 through
+pyarrow, a node-local path refused on a 2-node cluster, and a Ray Data job whose tasks run on
+both nodes and write to S3."""
+
+from __future__ import annotations
+
+import pytest
+from cluster_fixtures import s3_server, two_nodes  # noqa: F401  (fixtures)
+
+from s1ray.config import ConfigError
+from s1ray.storage import SHARED_ENV, STORAGE_ENV, Location, check_shared, resolve_output
+
+# `ray` too: they start Ray, so the unit tier (-m "not vllm and not ray") leaves them out.
+pytestmark = [pytest.mark.cluster, pytest.mark.ray]
+
+
+def test_storage_round_trip_on_s3(s3_server, monkeypatch):
+    from s1ray.traces.output import ShardWriter, read_manifest, read_traces
+
+    monkeypatch.setenv(STORAGE_ENV, s3_server.uri("s1ray"))
+    where = resolve_output("runs/traces/t", "output_dir", uri_ok=True)
+    assert where == s3_server.uri("s1ray/runs/traces/t")
+    loc = Location(where)
+    loc.write_text("hello.txt", "hi")
+    assert loc.exists("hello.txt") and not loc.exists("nope") and loc.read_text("hello.txt") == "hi"
+    rows = [{"id": f"q{i}", "sample_index": 0, "question": f"t{i}", "error": None} for i in range(5)]
+    for fmt in ("parquet", "jsonl"):
+        out = f"{where}-{fmt}"
+        w = ShardWriter(out, fmt, shard_size=2, generation={"teacher": "x"})
+        w.extend(rows)
+        w.flush()
+        assert [s["rows"] for s in read_manifest(out)["shards"]] == [2, 2, 1]
+        got = read_traces(out)
+        assert [(r["id"], r["question"]) for r in got] == [(r["id"], r["question"]) for r in rows]
+        # a rerun resumes from the manifest on S3: every key is done, nothing is added
+        again = ShardWriter(out, fmt, shard_size=2, generation={"teacher": "x"})
+        assert len(again.done) == 5 and not again.add(rows[0])
+        assert sorted(Location(out).names()) == ["manifest.json", *(f"shard-{i:05d}.{fmt}" for i in range(3))]
+
+
+def test_node_local_storage_is_refused_on_two_nodes(two_nodes, tiny_model_dir, tmp_path, monkeypatch):
+    from s1ray.train.config import TrainConfig
+    from s1ray.train.toy import write_toy_dataset
+    from s1ray.train.trainer import run
+
+    monkeypatch.delenv(SHARED_ENV, raising=False)
+    with pytest.raises(ConfigError, match=r"^output_dir: '/x/out' is a local path and this Ray cluster has 2 nodes"):
+        check_shared("/x/out", "output_dir")
+    check_shared("s3://b/out", "output_dir")  # a URI every node reaches
+    cfg = TrainConfig(name="refused", model=tiny_model_dir, num_workers=2, use_gpu=False, block_size=512,
+                      global_batch_size=2, max_steps=1, storage_path=str(tmp_path / "runs"),
+                      dataset={"source": str(write_toy_dataset(tmp_path / "toy.jsonl", 4))})
+    with pytest.raises(ConfigError, match=r"^storage_path: .* local path and this Ray cluster has 2 nodes.*"
+                                          + SHARED_ENV + "=1"):
+        run(cfg, echo=lambda *_: None)
+    assert not (tmp_path / "runs").exists()  # refused before anything was written
+    monkeypatch.setenv(SHARED_ENV, "1")  # the opt-in for an NFS/EFS mount every node sees
+    check_shared("/x/out", "output_dir")
+
+
+def test_ray_data_job_across_two_nodes_writes_to_s3(two_nodes, s3_server):
+    import pyarrow.dataset as pads
+    import ray
+
+    def tag(batch):
+        batch["node"] = [ray.get_runtime_context().get_node_id()] * len(batch["id"])
+        return batch
+
+    out = s3_server.uri("data", "tagged")
+    ds = ray.data.range(40, override_num_blocks=4).map_batches(
+        tag, batch_format="numpy", num_cpus=1, scheduling_strategy="SPREAD")
+    ds.write_parquet(out)
+    fs = s3_server.filesystem()
+    table = pads.dataset(out.removeprefix("s3://"), filesystem=fs, format="parquet").to_table()
+    assert sorted(table.column("id").to_pylist()) == list(range(40))  # every row exactly once
+    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    assert set(table.column("node").to_pylist()) == alive and len(alive) == 2
+
+
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train v2's record of the registered checkpoints
+
+
+def _wait_for(predicate, what: str, timeout: float = 600, alive=None) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if alive is not None and not alive():
+            raise AssertionError(f"gave up waiting for {what}: the run ended first")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen in {timeout} s")
+        time.sleep(0.2)  # the probe's interval; the test proceeds on the event itself
+
+
+def test_sft_across_two_nodes_resumes_from_s3_after_a_node_is_lost(two_nodes, s3_server, tiny_model_dir, tmp_path):
+    """One ZeRO-3 worker per node (gloo), checkpoints on S3. The faulty run stops at step 5 (after
+    the step-4 checkpoint); the test then removes the non-head node, as a lost spot instance, and
+    adds a replacement: Ray Train restarts the group there, resumes from the S3 checkpoint, and
+    the per-step losses equal the uninterrupted run's."""
+    import json
+    import os
+    import threading
+    from pathlib import Path
+
+    from s1ray.train.config import TrainConfig
+    from s1ray.train.toy import write_toy_dataset
+    from s1ray.train.trainer import run
+
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "torch_extensions"))
+    base = dict(model=tiny_model_dir, dataset={"source": str(write_toy_dataset(tmp_path / "toy.jsonl", 16))},
+                block_size=512, num_workers=2, use_gpu=False, resources_per_worker={"CPU": 1}, global_batch_size=4,
+                epochs=2, lr=1e-3, warmup_ratio=0.1, storage_path=s3_server.uri("runs", "train"),
+                checkpoint_every_steps=4, deterministic=True, zero_stage=3, bf16=True, max_failures=1,
+                logging={"report_every": 4}, torch_extensions_dir=os.environ["TORCH_EXTENSIONS_DIR"])
+    quiet = lambda *_: None  # noqa: E731
+    clean = run(TrainConfig(name="clean", **base), echo=quiet)
+
+    marker = tmp_path / "fault.json"
+    outcome: dict = {}
+
+    def faulty():
+        try:
+            outcome["run"] = run(TrainConfig(name="lost", fault_injection={"step": 5, "rank": 1, "marker": str(marker),
+                                                                            "action": "hang"}, **base), echo=quiet)
+        except BaseException as e:  # handed to the test thread below
+            outcome["error"] = e
+
+    thread = threading.Thread(target=faulty, daemon=True)
+    thread.start()
+    _wait_for(marker.exists, "step 5 of the faulty run", alive=thread.is_alive)
+    assert json.loads(marker.read_text())["step"] == 5
+    # Ray Train registers a reported checkpoint when its controller polls (then it writes this
+    # snapshot to storage): until then a restart would begin from scratch.
+    run_dir = Location(s3_server.uri("runs", "train", "lost"))
+
+    def step4_registered() -> bool:
+        if not run_dir.exists(RAY_SNAPSHOT):
+            return False
+        return any(r["metrics"].get("step") == 4
+                   for r in json.loads(run_dir.read_text(RAY_SNAPSHOT))["checkpoint_results"])
+
+    _wait_for(step4_registered, "the step-4 checkpoint registered on S3", alive=thread.is_alive)
+    (lost,) = [n for n in two_nodes.list_all_nodes() if n is not two_nodes.head_node]
+    two_nodes.remove_node(lost)  # the worker on it dies; the other one is stuck in a collective
+    two_nodes.add_node(num_cpus=1, object_store_memory=80 * 1024**2, resources={"node2": 1})  # the replacement
+    thread.join(600)
+    assert not thread.is_alive(), "the run did not finish after the replacement node joined"
+    if "error" in outcome:
+        raise outcome["error"]
+    lost_run = outcome["run"]
+    assert clean.checkpoint.startswith("s3://") and lost_run.checkpoint.startswith("s3://")
+
+    def meta(r):
+        return json.loads(Location(r.checkpoint).read_text("s1ray_meta.json"))
+
+    a, b = meta(clean), meta(lost_run)
+    assert b["resumed_from"] == [4]  # restarted once, from the step-4 checkpoint on S3
+    assert [h["step"] for h in b["history"]] == list(range(1, 9))
+    assert [h["loss"] for h in b["history"]] == [h["loss"] for h in a["history"]]
