@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up (idempotent) and run the whole test suite: unit, Ray and vLLM tiers on the CPU.
-# With no arguments the Ray Train (DeepSpeed) tests run in a pytest process of their own: after a long
-# session of other Ray/vLLM modules the shared process once ended silently inside them.
+# With no arguments the Ray Train (DeepSpeed) tests, the 2-node cluster's included, run in a pytest
+# process of their own: after a long session of other Ray/vLLM modules the shared process once
+# ended silently inside them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,5 +11,6 @@ export RAY_AUTH_MODE=disabled VLLM_CPU_KVCACHE_SPACE=1 TOKENIZERS_PARALLELISM=fa
 if [ "$#" -gt 0 ]; then
   exec python -m pytest -q -p no:cacheprovider "$@"
 fi
-python -m pytest -q -p no:cacheprovider --ignore=tests/test_train_ray.py --ignore=tests/test_train_loss_ray.py
-python -m pytest -q -p no:cacheprovider tests/test_train_ray.py tests/test_train_loss_ray.py
+TRAIN_TESTS=(tests/test_train_ray.py tests/test_train_loss_ray.py tests/test_cluster.py)
+python -m pytest -q -p no:cacheprovider "${TRAIN_TESTS[@]/#/--ignore=}"
+python -m pytest -q -p no:cacheprovider "${TRAIN_TESTS[@]}"
