@@ -121,3 +121,15 @@ def test_shipped_configs_write_each_engine_block_once():
             assert "model" not in raw["engine"] and raw.get("defaults"), p
     for p in (ROOT / "configs" / "pipeline").glob("*.yaml"):
         assert "model: unused" not in p.read_text(), p
+
+
+def test_pipeline_sections_of_unlisted_stages_need_no_model():
+    """The miniature cut to its data stages (as `ray job submit` tests run it) still loads; an eval
+    listed without train must name its model."""
+    from s1ray.pipeline.config import PipelineConfig
+
+    mini = ROOT / "configs" / "pipeline" / "miniature.yaml"
+    cfg = load_config(PipelineConfig, mini, ["stages=[base_model,curation,heldout]"])
+    assert cfg.stages == ["base_model", "curation", "heldout"]
+    with pytest.raises(ConfigError, match=r"eval\.engine\.model"):
+        load_config(PipelineConfig, mini, ["stages=[curation,heldout,eval]"])

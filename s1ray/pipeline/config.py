@@ -59,11 +59,12 @@ class PipelineConfig(S1Config):
     @model_validator(mode="before")
     @classmethod
     def _wired_models(cls, data: Any) -> Any:
-        """Fill the models the pipeline wires in itself (SFT's for eval/Serve, base_model's for SFT)."""
+        """Fill the models the pipeline wires in itself (SFT's for eval/Serve, base_model's for SFT).
+        A section whose stage is not listed does not run, so it needs no model either."""
         if not isinstance(data, dict):
             return data
         stages = data.get("stages") or []
-        wired = [("eval", "engine"), ("serve", "engine")] if "train" in stages else []
+        wired = [(s, "engine") for s in ("eval", "serve") if "train" in stages or s not in stages]
         if "base_model" in stages:
             wired.append(("train", None))
         data = dict(data)
