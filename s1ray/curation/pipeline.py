@@ -25,7 +25,6 @@ dedupe stage: ~50 MB per 100k questions) and writes the stage outputs; on a mult
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -81,16 +80,7 @@ class Pipeline(StageContext):
         import ray.data
 
         if not ray.is_initialized():
-            kw: dict[str, Any] = {"log_to_driver": True}
-            if self.cfg.ray.address:
-                kw["address"] = self.cfg.ray.address
-            elif not os.environ.get("RAY_ADDRESS"):
-                kw["include_dashboard"] = False
-                if self.cfg.ray.num_cpus:
-                    kw["num_cpus"] = self.cfg.ray.num_cpus
-                if self.cfg.ray.object_store_memory_mb:
-                    kw["object_store_memory"] = self.cfg.ray.object_store_memory_mb * 1024**2
-            ray.init(**kw)
+            ray.init(**self.cfg.ray.init_kwargs())
             self._ray_started = True
         from s1ray.storage import check_shared
 

@@ -16,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 
 from s1ray.engine.budget import BudgetError, ThinkingBudget
 from s1ray.engine.types import MAX_LOGPROBS, GenerationRequest
+from s1ray.formats import FORMATS
+
+# The reasoning formats' names, from the one vocabulary, as an enum in the OpenAPI schema.
+FormatChoice = Literal[tuple(FORMATS)]  # type: ignore[valid-type]
 
 Number = StrictInt | StrictFloat
 MAX_STOP = 4  # stop strings per request, as OpenAI allows
@@ -104,7 +108,7 @@ class BudgetFields(BaseModel):
         "budget_forcing", "token_conditional", "step_conditional", "class_conditional", "rejection_sampling", "none"
     ] = "budget_forcing"
     thinking_class: Literal["short", "long"] | None = None
-    reasoning_format: Literal["s1", "think-tags"] | None = None
+    reasoning_format: FormatChoice | None = None
     # -- token limits: OpenAI's bound everything generated; max_answer_tokens only the answer ----
     max_tokens: StrictInt | None = Field(None, ge=1)
     max_completion_tokens: StrictInt | None = Field(None, ge=1)
@@ -305,7 +309,7 @@ class CompareRequest(BaseModel):
     temperature: Number = Field(1.0, ge=0, le=2, description="parallel side's sampling temperature")
     seed: StrictInt | None = 0
     reference_answer: StrictStr | None = None
-    reasoning_format: Literal["s1", "think-tags"] | None = None
+    reasoning_format: FormatChoice | None = None
 
     def chat(self) -> list[dict[str, str]]:
         if (self.question is None) == (self.messages is None):
