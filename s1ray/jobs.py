@@ -35,6 +35,14 @@ def _local_logs(output: str, name: str) -> Path:
     return Path(output) / "logs" / f"{name}.log"
 
 
+def _logged(job: str, name: str, output: str, work):
+    """``work()`` with its output captured in the job's log file; the terminal gets the log's path."""
+    log = _local_logs(output, job)
+    say(f"s1ray {job} {name}: log {log}")
+    with captured(log):
+        return work()
+
+
 # -- jobs ---------------------------------------------------------------------------------
 def pipeline(cfg, args: argparse.Namespace) -> int:
     from s1ray.pipeline.report import final_lines
@@ -52,10 +60,7 @@ def pipeline(cfg, args: argparse.Namespace) -> int:
 def curate(cfg, args: argparse.Namespace) -> int:
     from s1ray.curation.pipeline import run_curation
 
-    log = _local_logs(cfg.output_dir, "curate")
-    say(f"s1ray curate {cfg.name}: log {log}")
-    with captured(log):
-        res = run_curation(cfg)
+    res = _logged("curate", cfg.name, cfg.output_dir, lambda: run_curation(cfg))
     for stage, st in res.stages.items():
         how = "cached" if st.get("cached") else f"{st.get('elapsed_s', 0):.1f} s"
         say(f"  {stage:<11} {st.get('rows_in', '-')!s:>7} in {st.get('rows_out', '-')!s:>7} out  ({how})")
@@ -66,10 +71,7 @@ def curate(cfg, args: argparse.Namespace) -> int:
 def traces(cfg, args: argparse.Namespace) -> int:
     from s1ray.traces.job import run_traces
 
-    log = _local_logs(cfg.output_dir, "traces")
-    say(f"s1ray traces {cfg.name}: log {log}")
-    with captured(log):
-        res = run_traces(cfg)
+    res = _logged("traces", cfg.name, cfg.output_dir, lambda: run_traces(cfg))
     say(f"traces: {res.generated} rows generated ({res.errors} errors), {res.already_done} already done, "
         f"{res.output_tokens_per_s:.0f} output tok/s -> {res.output_dir}")
     for e in res.error_examples[:3]:
@@ -112,10 +114,7 @@ def evaluate(cfg, args: argparse.Namespace) -> int:
 
     if getattr(args, "dry_run", False):
         return _eval_dry_run(cfg)
-    log = _local_logs(cfg.resolved_output_dir(), "eval")
-    say(f"s1ray eval {cfg.name}: log {log}")
-    with captured(log):
-        res = run_sweep(cfg)
+    res = _logged("eval", cfg.name, cfg.resolved_output_dir(), lambda: run_sweep(cfg))
     summary(res, echo=say)
     if "metrics.md" in res.files:
         say(f"tables: {res.files['metrics.md']}; plot: {res.files.get('accuracy_vs_thinking.png')}")

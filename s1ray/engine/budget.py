@@ -141,8 +141,21 @@ class Signal(enum.Enum):
     DONE = "done"
 
 
+class TokenCounts:
+    """``thinking_tokens`` / ``answer_tokens`` of a state holding ``thinking_ids`` and ``answer_ids``
+    (the forcer, and the in-engine backend's output splitter)."""
+
+    @property
+    def thinking_tokens(self) -> int:
+        return len(self.thinking_ids)  # type: ignore[attr-defined]
+
+    @property
+    def answer_tokens(self) -> int:
+        return len(self.answer_ids)  # type: ignore[attr-defined]
+
+
 @dataclass
-class BudgetForcer:
+class BudgetForcer(TokenCounts):
     """One request's budget-forcing state. Create, call :meth:`start`, then :meth:`feed`."""
 
     ids: FormatIds
@@ -215,14 +228,6 @@ class BudgetForcer:
     def round_min_tokens(self) -> int:
         """After a continuation the model must write at least one token (as s1 does)."""
         return 1 if (self.phase is Phase.THINKING and self._just_continued) else 0
-
-    @property
-    def thinking_tokens(self) -> int:
-        return len(self.thinking_ids)
-
-    @property
-    def answer_tokens(self) -> int:
-        return len(self.answer_ids)
 
     # -- internals ---------------------------------------------------------------------------
     def _feed_thinking(self, token_id: int) -> Signal:

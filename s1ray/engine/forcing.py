@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from s1ray.engine.budget import BudgetForcer, FormatIds, Phase, ThinkingBudget
+from s1ray.engine.budget import BudgetForcer, FormatIds, Phase, ThinkingBudget, TokenCounts
 
 if TYPE_CHECKING:
     from s1ray.engine.types import GenerationRequest
@@ -147,7 +147,7 @@ class ForcedRow:
 
 
 # -- the frontend's view of one request's output ------------------------------------------------------
-class OutputSplitter:
+class OutputSplitter(TokenCounts):
     """Splits one in-engine request's output ids into thinking and answer, as they arrive.
 
     Inside thinking the processor never lets an end trigger be sampled, so the first trigger id in
@@ -166,14 +166,6 @@ class OutputSplitter:
         self.answer_finish: str | None = None
         self.num_waits = 0  # known only at the end (see may_hold_continuations)
         self._delim_left = 0
-
-    @property
-    def thinking_tokens(self) -> int:
-        return len(self.thinking_ids)
-
-    @property
-    def answer_tokens(self) -> int:
-        return len(self.answer_ids)
 
     def push(self, tok: int) -> None:
         if self.phase is Phase.THINKING:
