@@ -29,10 +29,8 @@ from evaldata import eval_file
 def test_local_ray_data_vllm_cpu(tmp_path, tiny_model_dir):
     from transformers import AutoTokenizer
 
-    if not MATH500.exists():
-        pytest.skip(f"{MATH500} not found")
     qs = []
-    with MATH500.open() as f:
+    with eval_file("math500").open() as f:
         for line in f:
             qs.append(question_from_record(json.loads(line), {"question": "problem"}, source="math500"))
             if len(qs) == 24:

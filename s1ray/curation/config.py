@@ -21,7 +21,7 @@ samples) live in :mod:`s1ray.curation.input_specs`. API keys never appear in a c
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
