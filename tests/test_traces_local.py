@@ -22,6 +22,8 @@ from s1ray.traces.output import read_manifest, read_traces
 
 from evaldata import eval_file
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 
 @pytest.mark.ray
@@ -84,22 +86,43 @@ def _tiny_cfg(tmp_path, tiny_model_dir, *over):
         f"teacher.engine.model={tiny_model_dir}", *over])
 
 
+# The timeout case runs in a child process: Ray Data's executor thread, still waiting for the
+# engine actor when the job gives up and shuts Ray down, lives on in its process and may start a
+# new local Ray there (Ray's auto-init), which once killed the shared pytest process at its end.
+_TIMEOUT_CHILD = """
+import sys
+import ray
+from s1ray.config import load_config
+from s1ray.traces.config import TracesConfig
+from s1ray.traces.job import TracesJobError, run_traces
+cfg = load_config(TracesConfig, sys.argv[1], sys.argv[2:])
+try:
+    run_traces(cfg)
+except TracesJobError as exc:
+    print("ERROR:", exc)
+print("RAY_UP_AFTER:", ray.is_initialized(), flush=True)
+"""
+
+
 @pytest.mark.ray
-# Ray Data's executor thread, still waiting for the engine actor, sees ray.shutdown() as SystemExit.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_engine_that_cannot_be_placed_fails_fast(tmp_path, tiny_model_dir):
     """No GPU on this cluster: a clear error at once, not a job that waits forever."""
+    import subprocess
+    import sys
+
     from s1ray.traces.job import TracesJobError
 
     cfg = _tiny_cfg(tmp_path, tiny_model_dir, "teacher.device=cuda")
     with pytest.raises(TracesJobError, match=r"has \{GPU: 0\}, one cuda engine .* needs \{GPU: 1\}"):
         run_traces(cfg)
     # With the check off (autoscaling clusters), the start-up timeout catches it instead.
-    cfg = _tiny_cfg(tmp_path, tiny_model_dir, "teacher.device=cuda", "teacher.check_resources=false",
-                    "teacher.startup_timeout_s=5")
-    with pytest.raises(TracesJobError, match="no row came back within teacher.startup_timeout_s=5 s"):
-        run_traces(cfg)
-    assert read_traces(cfg.output_dir) == []
-    import ray
-
-    assert not ray.is_initialized()
+    over = [f"input.path={tmp_path / 'questions.jsonl'}", "input.fields={}", f"output_dir={tmp_path / 'out'}",
+            f"teacher.engine.model={tiny_model_dir}", "teacher.device=cuda", "teacher.check_resources=false",
+            "teacher.startup_timeout_s=5"]
+    child = subprocess.run([sys.executable, "-c", _TIMEOUT_CHILD, str(ROOT / "configs/traces/tiny_local.yaml"), *over],
+                           capture_output=True, text=True, timeout=600)
+    out = child.stdout
+    (err,) = [ln for ln in out.splitlines() if ln.startswith("ERROR:")] or [""]
+    assert "no row came back within teacher.startup_timeout_s=5 s" in err, (out, child.stderr[-3000:])
+    assert "RAY_UP_AFTER: False" in out, out  # the job shut down the Ray it started
+    assert read_traces(tmp_path / "out") == []
