@@ -1,17 +1,15 @@
 """bench/report.py renders docs/benchmarks.md from the benchmarks' JSON (figures are never typed)."""
 
-import importlib.util
 import json
 from pathlib import Path
+
+from bench_modules import load_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _report():
-    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "bench" / "report.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("report", "bench_report")
 
 
 def test_a_result_becomes_a_stamped_section(tmp_path):

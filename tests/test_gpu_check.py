@@ -3,19 +3,17 @@ shapes (--dry-run), writing the one JSON with every part measured or skipped wit
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
+
+from bench_modules import load_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("gpu_check", "gpu_check")
 
 
 def test_the_wrapper_parses():
