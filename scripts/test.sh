@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up (idempotent) and run the whole test suite: unit, Ray and vLLM tiers on the CPU.
 # With no arguments the Ray Train (DeepSpeed) tests, the 2-node cluster's included, run in a pytest
-# process of their own: after a long session of other Ray/vLLM modules the shared process once
-# ended silently inside them.
+# process of their own, so they start from a process with no Ray or vLLM state left by other
+# modules (a Ray that an earlier module left running once hung them and ended the run silently).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -358,7 +358,6 @@ def build_app(cfg: ServeConfig):
     opts: dict = {
         "max_ongoing_requests": cfg.max_ongoing_requests + cfg.max_queued_requests + cfg.admin_slots,
         "max_queued_requests": -1,
-        "backpressure_config": {"retry_after_s": cfg.retry_after_s},
         "ray_actor_options": {"num_cpus": cfg.num_cpus_per_replica, "num_gpus": cfg.num_gpus_per_replica or 0},
     }
     if cfg.autoscaling is not None:
