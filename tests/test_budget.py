@@ -270,3 +270,14 @@ def test_stop_ends_the_answer():
     g.start()
     with pytest.raises(RuntimeError):
         g.stop()  # stop strings apply to the answer only
+
+
+def test_empty_continuation_suppresses_the_end_and_appends_nothing():
+    """The string ablation's "no string" row: an early end is dropped and the model goes on."""
+    ids = FormatIds(thinking_end=DELIM, end_triggers=((END,), MULTI), continuation=(), answer_stop=frozenset({EOT}))
+    s = Script(ThinkingBudget(num_waits=2), ids)
+    f = s.run([1, END, 2, END, 3, END, 5, EOT])
+    assert f.thinking_ids == [1, 2, 3]
+    assert f.num_waits == 2 and not f.forced_end
+    assert f.answer_ids == [5]
+    assert s.rounds[1] == [1]  # the next round resumes right after the dropped end

@@ -22,6 +22,15 @@ def test_prompt_methods_state_the_budget_but_do_not_enforce(method):
     assert p.prompt_suffix
 
 
+@pytest.mark.parametrize("method", ["token_conditional_bf", "step_conditional_bf"])
+def test_bf_variants_state_the_budget_and_enforce_it(method):
+    b = ThinkingBudget(0, 400, max_answer_tokens=9)
+    p = plan_control(method, b)
+    prompt_only = plan_control(method.removesuffix("_bf"), b)
+    assert p.budget == b and p.bounds == (0, 400)
+    assert p.prompt_suffix == prompt_only.prompt_suffix and not p.resample
+
+
 def test_prompt_texts():
     assert "400 tokens" in plan_control("token_conditional", ThinkingBudget(0, 400)).prompt_suffix
     assert "4 steps" in plan_control("step_conditional", ThinkingBudget(0, 400)).prompt_suffix
@@ -39,7 +48,7 @@ def test_rejection_sampling_needs_a_cap():
         plan_control("beam_search", ThinkingBudget())
     with pytest.raises(BudgetError, match="thinking_class"):
         plan_control("class_conditional", ThinkingBudget(0, 9), "medium")
-    assert len(METHODS) == 6
+    assert len(METHODS) == 8
 
 
 def test_within_bounds():

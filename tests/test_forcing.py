@@ -145,6 +145,7 @@ def test_supported_requests():
     (GenerationRequest(messages=Q), FormatIds(DELIM, ((END,),), WAIT, frozenset({EOT})), "end-of-turn"),
     (GenerationRequest(messages=Q), FormatIds(DELIM, ((END,), (EOT,)), (END,), frozenset({EOT})), "continuation"),
     (GenerationRequest(messages=Q), FormatIds((90, 91), ((END,), (EOT,)), WAIT, frozenset({EOT})), "no end trigger"),
+    (GenerationRequest(messages=Q), FormatIds(DELIM, ((END,), (EOT,)), (), frozenset({EOT})), "empty continuation"),
 ])
 def test_requests_that_fall_back_to_rounds(req, ids, why):
     reason = in_engine_supports(req, ids, getattr(req, "temperature", 1.0))

@@ -126,3 +126,14 @@ def test_admission_runs_queues_then_refuses():
         assert gate.running == 0
 
     asyncio.run(go())
+
+
+def test_every_control_method_and_the_empty_continuation_reach_the_engine_request():
+    from s1ray.engine.control import METHODS
+
+    for m in METHODS:
+        assert chat(control_method=m, max_thinking_tokens=8).to_request(8, messages=Q).method == m
+    assert chat(continuation="").to_request(8, messages=Q).continuation == ""
+    assert chat(continuation="Hmm").to_request(8, messages=Q).continuation == "Hmm"
+    with pytest.raises(ValidationError):
+        chat(control_method="beam_search")

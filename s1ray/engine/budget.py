@@ -114,12 +114,10 @@ class FormatIds:
 
     thinking_end: tuple[int, ...]  # delimiter + answer prefix, appended at the end of thinking
     end_triggers: tuple[tuple[int, ...], ...]  # sequences meaning "the model stops thinking"
-    continuation: tuple[int, ...]  # "Wait"
+    continuation: tuple[int, ...]  # "Wait"; empty: a suppressed end appends nothing
     answer_stop: frozenset[int]  # end-of-turn ids
 
     def __post_init__(self) -> None:
-        if not self.continuation:
-            raise BudgetError("continuation", "must tokenize to at least one token")
         if not self.end_triggers or any(not t for t in self.end_triggers):
             raise BudgetError("end_triggers", "each trigger must tokenize to at least one token")
 

@@ -3,6 +3,8 @@
 * ``budget_forcing`` -- decode-time control by :class:`~s1ray.engine.budget.BudgetForcer`.
 * ``token_conditional`` -- the prompt states the thinking-token limit; nothing is enforced.
 * ``step_conditional`` -- the prompt states a number of ~100-token steps with "steps left" markers.
+* ``token_conditional_bf`` / ``step_conditional_bf`` -- the same prompts, with the stated budget
+  enforced by budget forcing (the paper's "+ BF" rows).
 * ``class_conditional`` -- a generic "think briefly" / "think carefully" instruction.
 * ``rejection_sampling`` -- sample (temperature > 0) until the thinking length fits the budget.
 * ``none`` -- no control: think until the model stops (or the context ends).
@@ -22,6 +24,8 @@ METHODS = (
     "budget_forcing",
     "token_conditional",
     "step_conditional",
+    "token_conditional_bf",
+    "step_conditional_bf",
     "class_conditional",
     "rejection_sampling",
     "none",
@@ -77,13 +81,15 @@ def plan_control(
         return ControlPlan("\n\n" + CLASS_PROMPTS[cls], free, bounds)
     if budget.max_tokens is None:
         raise BudgetError("max_thinking_tokens", f"{method} needs a maximum budget to state in the prompt")
-    if method == "token_conditional":
-        return ControlPlan(f"\n\nThink for up to {budget.max_tokens} tokens.", free, bounds)
+    # The "+ BF" variants state the budget in the prompt and enforce it as budget forcing does.
+    enforced = budget if method.endswith("_bf") else free
+    if method.startswith("token_conditional"):
+        return ControlPlan(f"\n\nThink for up to {budget.max_tokens} tokens.", enforced, bounds)
     steps = max(1, math.ceil(budget.max_tokens / STEP_TOKENS))
     return ControlPlan(
         f"\n\nThink for up to {steps} steps of about {STEP_TOKENS} tokens each. "
         f"After each step, write how many steps are left, e.g. '{steps - 1} steps left'.",
-        free,
+        enforced,
         bounds,
     )
 

@@ -41,6 +41,8 @@ def in_engine_supports(req: "GenerationRequest", ids: FormatIds, temperature: fl
         return "top_p < 1: the stop draw would need vLLM's top-p renormalisation"
     if any(len(t) != 1 for t in ids.end_triggers):
         return "a multi-token end trigger: its first tokens are sampled before the trigger is seen"
+    if not ids.continuation:
+        return "an empty continuation: the processor forces a continuation's ids, and there are none"
     trig = ids.single_token_triggers
     if not ids.answer_stop or not ids.answer_stop <= trig:
         return "an end-of-turn id that is not a single-token end trigger"

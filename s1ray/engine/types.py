@@ -65,7 +65,7 @@ class GenerationRequest:
     method: str = "budget_forcing"
     budget: ThinkingBudget = field(default_factory=ThinkingBudget)
     thinking_class: str | None = None
-    continuation: str | None = None  # overrides the format's "Wait"
+    continuation: str | None = None  # overrides the format's "Wait"; "": suppress the end, append nothing
     format: str | None = None  # overrides the engine's reasoning format
     temperature: float = 0.0
     top_p: float = 1.0
@@ -96,8 +96,6 @@ class GenerationRequest:
             raise BudgetError("format", f"unknown reasoning format {self.format!r}; expected one of {sorted(FORMATS)}")
         if self.forcing not in (None, *FORCING_MODES):
             raise BudgetError("forcing", f"expected one of {list(FORCING_MODES)}, got {self.forcing!r}")
-        if self.continuation is not None and not self.continuation:
-            raise BudgetError("continuation", "must not be empty")
 
 
 @dataclass

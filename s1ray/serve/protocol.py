@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
 
 from s1ray.engine.budget import BudgetError, ThinkingBudget
+from s1ray.engine.control import METHODS
 from s1ray.engine.types import MAX_LOGPROBS, GenerationRequest
 from s1ray.formats import FORMATS
 
@@ -103,10 +104,9 @@ class BudgetFields(BaseModel):
     thinking_token_budget: StrictInt | None = Field(None, ge=0)
     num_waits: StrictInt | None = Field(None, ge=0)
     reasoning_effort: StrictStr | None = None
-    continuation: StrictStr | None = Field(None, min_length=1)
-    control_method: Literal[
-        "budget_forcing", "token_conditional", "step_conditional", "class_conditional", "rejection_sampling", "none"
-    ] = "budget_forcing"
+    # "": suppress the end of thinking without appending a string (the paper's "no string" ablation)
+    continuation: StrictStr | None = None
+    control_method: Literal[METHODS] = "budget_forcing"  # type: ignore[valid-type]
     thinking_class: Literal["short", "long"] | None = None
     reasoning_format: FormatChoice | None = None
     # -- token limits: OpenAI's bound everything generated; max_answer_tokens only the answer ----
