@@ -119,6 +119,8 @@ class MiniatureTeacherInput(S1Config):
     seed: int = 0
     max_steps: int | None = Field(None, ge=1, description="None: make_pool's default")
     fail_every: int | None = Field(None, ge=1, description="testing: every k-th trace is an error")
+    self_check: float = Field(0.0, ge=0, le=1, description="share of traces with each self-check habit "
+                              "(a step re-checked after 'Wait', an early stop corrected)")
 
 
 TraceInput = Annotated[Union[TracesDirInput, TracesFileInput, TracesHFInput, MiniatureTeacherInput],

@@ -162,12 +162,12 @@ def miniature_records(n: int, seed: int = 0, max_steps: int | None = None) -> li
 
 
 def miniature_traces(n: int, seed: int = 0, max_steps: int | None = None, fail_every: int | None = None,
-                     input_index: int = 0) -> list[dict[str, Any]]:
+                     input_index: int = 0, self_check: float = 0.0) -> list[dict[str, Any]]:
     from s1ray.miniature.problems import teacher_trace
 
     out = []
     for i, p in enumerate(_pool(n, seed, max_steps)):
-        t = teacher_trace(p)
+        t = teacher_trace(p, self_check)
         if fail_every and i % fail_every == fail_every - 1:
             t = {**t, "thinking": "", "attempt": "", "error": "miniature: injected failure"}
         out.append(trace_row({**t, "sample_index": 0, "teacher_model": "miniature_teacher",

@@ -77,10 +77,38 @@ def make_pool(n: int, seed: int = 0, max_steps: int = 12) -> list[Problem]:
     return out
 
 
-def teacher_trace(problem: Problem) -> dict:
-    """The programmatic teacher: step-by-step thinking and an attempt, as a trace row."""
+def teacher_trace(problem: Problem, self_check: float = 0.0) -> dict:
+    """The programmatic teacher: step-by-step thinking and an attempt, as a trace row.
+
+    With ``self_check`` > 0 the teacher checks itself the way s1K's traces do, each of two
+    habits with that probability (seeded by the problem's id, so a pool's traces are fixed):
+
+    * a step re-checked after "Wait": ``3:7>2 Wait 3:7>2`` -- on the last step too, which is what
+      a student meets when budget forcing appends "Wait" at its natural end of thinking;
+    * an early stop corrected: ``2:2>7 so 7. Wait 3:7>2 ...`` -- a premature conclusion, then the
+      remaining steps, so "Wait" comes to mean "the work is not done yet".
+
+    The answer is always the right one: the checks only lengthen the thinking.
+    """
     _, lines, ans = _replay(problem)
-    return {"id": problem.id, "thinking": " ".join(lines), "attempt": ans, "error": None}
+    thinking = self_checked(lines, random.Random(zlib.crc32(problem.id.encode())), self_check)
+    return {"id": problem.id, "thinking": thinking, "attempt": ans, "error": None}
+
+
+def self_checked(lines: list[str], rng: random.Random, rate: float) -> str:
+    """``lines`` (one "i:x>y" per step) joined, with the self-checks of :func:`teacher_trace`."""
+    k = len(lines)
+    after: dict[int, list[str]] = {}
+    if rate > 0 and rng.random() < rate:
+        i = rng.randint(1, k)
+        after.setdefault(i, []).append(f"Wait {lines[i - 1]}")
+    if rate > 0 and k >= 2 and rng.random() < rate:
+        j = rng.randint(1, k - 1)
+        after.setdefault(j, []).append(f"so {lines[j - 1].rsplit('>', 1)[1]}. Wait")
+    parts: list[str] = []
+    for n, line in enumerate(lines, 1):
+        parts += [line, *after.get(n, [])]
+    return " ".join(parts)
 
 
 def _replay(problem: Problem) -> tuple[str, list[str], str]:

@@ -71,7 +71,8 @@ def trace_dataset(ctx: StageContext, spec, index: int):
     import ray.data
 
     if spec.kind == "miniature_teacher":
-        rows = S.miniature_traces(spec.n, spec.seed, spec.max_steps, spec.fail_every, input_index=index)
+        rows = S.miniature_traces(spec.n, spec.seed, spec.max_steps, spec.fail_every, input_index=index,
+                                  self_check=spec.self_check)
         return ctx.from_rows(rows, TRACE_SCHEMA)
     if spec.kind == "hf":
         return ctx.map(hf_dataset(ctx, spec), _trace_rows_batch,
