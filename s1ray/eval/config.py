@@ -24,6 +24,9 @@ class BudgetSpec(S1Config):
     max: int | None = Field(None, ge=0, description="max thinking tokens (None: no cap)")
     min: int = Field(0, ge=0, description="min thinking tokens (budget forcing appends 'Wait')")
     num_waits: int = Field(0, ge=0, description="ignore the end of thinking at least this often")
+    continuation: str | None = Field(
+        None, description='what replaces an ignored end (default: the sweep\'s, else "Wait"); "": nothing'
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -40,12 +43,15 @@ class BudgetSpec(S1Config):
 
     @property
     def label(self) -> str:
-        """Stable name used in sample keys and tables: "512", "256-512", "512+w2", "none"."""
+        """Stable name used in sample keys and tables: "512", "256-512", "512+w2", "none",
+        "512+w2@Hmm" (a continuation of its own; "512+w2@" for none appended)."""
         s = "none" if self.max is None else str(self.max)
         if self.min:
             s = f"{self.min}-{s}"
         if self.num_waits:
             s += f"+w{self.num_waits}"
+        if self.continuation is not None:
+            s += f"@{self.continuation}"
         return s
 
 
@@ -151,7 +157,8 @@ class EvalConfig(S1Config):
         if unknown:
             raise ValueError(f"method_budgets names method(s) not in `methods`: {unknown}")
         check_unique_names([d.name for d in self.datasets], "dataset")
-        needs_max = {"token_conditional", "step_conditional", "rejection_sampling"}
+        needs_max = {"token_conditional", "step_conditional", "token_conditional_bf", "step_conditional_bf",
+                     "rejection_sampling"}
         for m in self.methods:
             if m in needs_max and any(b.max is None for b in self.budgets_for(m)):
                 raise ValueError(f"{m} needs a max on every budget")
