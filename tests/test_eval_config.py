@@ -24,6 +24,8 @@ def test_budgets_shorthand_labels_and_defaults():
     assert c.voting_budget().label == "4-none"  # no cap counts as the largest
     assert cfg().voting_budget().label == "48"
     assert cfg(vote_budget=16).voting_budget().max == 16
+    own = cfg(budgets=[{"max": 64, "num_waits": 2, "continuation": "Hmm"}, {"max": 64, "num_waits": 2, "continuation": ""}])
+    assert [b.label for b in own.budgets] == ["64+w2@Hmm", "64+w2@"]  # distinct sample keys
     assert c.datasets[0].name == "math500"
     # relative: under $S1RAY_STORAGE when set, else the current directory (s1ray.storage)
     base = os.environ.get("S1RAY_STORAGE") or os.getcwd()
@@ -92,6 +94,7 @@ def test_payload_to_engine_request_and_http_body():
     assert (body["min_thinking_tokens"], body["max_thinking_tokens"], body["num_waits"]) == (8, 48, 1)
     assert body["n"] == 1 and body["seed"] == 3 and "continuation" not in body and "reasoning_format" not in body
     assert "max_thinking_tokens" not in chat_body({**PAYLOAD, "max_thinking_tokens": None}, "m")
+    assert chat_body({**PAYLOAD, "continuation": ""}, "m")["continuation"] == ""  # "" is a value, not unset
 
 
 def test_parse_response_with_extension_and_usage_fallback():

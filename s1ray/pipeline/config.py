@@ -22,7 +22,8 @@ from s1ray.train.config import TrainConfig
 # as "the wired model's shape").
 WIRED_MODEL = "unused"
 
-Stage = Literal["base_model", "candidates", "traces", "solver", "curation", "heldout", "train", "eval", "serve"]
+Stage = Literal["base_model", "candidates", "traces", "solver", "curation", "heldout", "train", "eval", "paper",
+                "serve"]
 
 
 class BaseModelConfig(S1Config):
@@ -42,6 +43,29 @@ class HeldoutConfig(S1Config):
     min_steps: int = Field(1, ge=1)
 
 
+class ExtrapolationConfig(S1Config):
+    waits: list[int] = Field(default_factory=lambda: [0, 1, 2, 4, 6], min_length=1,
+                             description="forced Waits beyond the natural end of thinking (the format's string)")
+    continuations: list[str] = Field(default_factory=lambda: ["", "Hmm", "Alternatively"],
+                                     description='other strings at ablation_waits ("": none appended)')
+    ablation_waits: int = Field(2, ge=1)
+    max_thinking_tokens: int = Field(256, ge=1, description="a cap, so a student stuck in a loop still ends")
+
+
+class DataAblationConfig(S1Config):
+    selections: list[Literal["s1", "random", "longest", "diversity", "all"]] = Field(
+        default_factory=lambda: ["s1", "random", "longest", "diversity", "all"], min_length=1,
+        description="one student per selection method (all: the whole curated pool), same size and recipe")
+    budget: int = Field(128, ge=0, description="the thinking budget every student is evaluated at")
+
+
+class PaperConfig(S1Config):
+    """The paper's experiments beyond the eval sweep (s1ray/pipeline/paper.py)."""
+
+    extrapolation: ExtrapolationConfig = Field(default_factory=ExtrapolationConfig)
+    data_ablation: DataAblationConfig = Field(default_factory=DataAblationConfig)
+
+
 class PipelineConfig(S1Config):
     name: str
     work_dir: str = "runs/pipeline/{name}"
@@ -54,6 +78,7 @@ class PipelineConfig(S1Config):
     train: TrainConfig | None = None
     eval: EvalConfig | None = None
     eval_untrained: bool = Field(False, description="also evaluate the model SFT started from")
+    paper: PaperConfig | None = None
     serve: ServeConfig | None = None
 
     @model_validator(mode="before")
@@ -84,8 +109,14 @@ class PipelineConfig(S1Config):
     def _sections_present(self) -> "PipelineConfig":
         for stage in self.stages:
             section = "curation" if stage == "candidates" else stage
-            if getattr(self, section) is None and stage not in ("base_model", "heldout"):
+            if getattr(self, section) is None and stage not in ("base_model", "heldout", "paper"):
                 raise ValueError(f"stage {stage!r} is listed in stages but section {stage!r} is missing")
+        if "paper" in self.stages:
+            if self.paper is None:
+                self.paper = PaperConfig()
+            missing = [s for s in ("base_model", "curation", "heldout", "train", "eval") if s not in self.stages]
+            if missing:
+                raise ValueError(f"stage 'paper' needs the stages {missing} before it")
         if "base_model" in self.stages and self.base_model is None:
             self.base_model = BaseModelConfig()
         if "heldout" in self.stages and self.heldout is None:

@@ -40,6 +40,8 @@ def stage_summary(stage: str, result: dict[str, Any]) -> str:
         parts = [f"{tag}: {s.get('generated')} samples generated ({s.get('failed')} failed)"
                  for tag, s in r.items() if isinstance(s, dict)]
         return "; ".join(parts)
+    if stage == "paper":
+        return f"report {r.get('report')} (and report.json, {len(r.get('plots', {}))} plots)"
     if stage == "serve":
         return f"answered one chat request: {str(r.get('answer'))[:40]!r}"
     return ""
@@ -65,5 +67,8 @@ def final_lines(summary: dict[str, Any]) -> list[str]:
                          f"control {_pct(m.get('control'))} (table: {md})")
     lines += [f"plot: {s['files']['accuracy_vs_thinking.png']}" for s in evals.values()
               if s.get("files", {}).get("accuracy_vs_thinking.png")]
+    paper = (summary.get("stages", {}).get("paper", {}) or {}).get("result") or {}
+    if paper.get("report"):
+        lines.append(f"paper report: {paper['report']} (data: {paper.get('report_json')})")
     lines.append(f"all outputs: {summary.get('work_dir')}/summary.json")
     return lines

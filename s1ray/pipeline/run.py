@@ -163,6 +163,11 @@ class PipelineRunner:
             out["untrained"] = _sweep_summary(run_sweep(self.eval_cfg(base, "eval_untrained")))
         return out
 
+    def _paper(self) -> dict:
+        from s1ray.pipeline.paper import run_paper
+
+        return run_paper(self)
+
     def _serve(self) -> dict:
         """Start the Serve app on the trained model, answer one request, shut it down."""
         import httpx
