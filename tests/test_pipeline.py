@@ -81,3 +81,19 @@ def test_each_stage_has_its_log_and_no_line_shows_twice(miniature):
     steps = [ln for ln in train_log.splitlines() if re.search(r"\bstep \d+/\d+ loss ", ln)]
     assert steps, "rank 0's per-step lines are missing from the train log"
     assert len(steps) == len(set(steps)), "a step line was printed twice"
+
+
+def test_the_same_model_and_seed_give_the_same_samples(miniature):
+    """Evaluation is deterministic: a second sweep of the trained model, into a fresh directory,
+    writes the same answer and thinking length for every (method, budget, question)."""
+    from s1ray.eval.samples import read_samples
+    from s1ray.eval.sweep import run_sweep
+
+    runner, summary, work = miniature
+    first = Path(summary["stages"]["eval"]["result"]["trained"]["output_dir"]) / "samples.jsonl"
+    again = run_sweep(runner.eval_cfg(str(work / "model"), "eval_again"))
+    key = lambda s: (s["method"], s["budget"], s["id"])  # noqa: E731
+    fields = ("answer", "extracted", "thinking_tokens", "answer_tokens", "num_waits", "forced_end", "correct")
+    a = {key(s): tuple(s.get(f) for f in fields) for s in read_samples(first)}
+    b = {key(s): tuple(s.get(f) for f in fields) for s in read_samples(Path(again.output_dir) / "samples.jsonl")}
+    assert len(a) == 420 and a == b
