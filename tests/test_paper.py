@@ -31,7 +31,7 @@ def paper(tmp_path_factory):
     cfg = load_config(PipelineConfig, ROOT / "configs/pipeline/paper.yaml", [f"work_dir={work}", *REDUCED])
     try:
         summary = PipelineRunner(cfg).run()
-        yield summary, work, json.loads((work / "paper" / "report.json").read_text())
+        yield summary, work, json.loads((work / "report.json").read_text())
     finally:
         import ray
 
@@ -42,10 +42,10 @@ def test_report_files_and_stage_result(paper):
     summary, work, _ = paper
     assert list(summary["stages"]) == ["base_model", "curation", "heldout", "train", "eval", "paper"]
     res = summary["stages"]["paper"]["result"]
-    assert Path(res["report"]) == work / "paper" / "report.md"
+    assert Path(res["report"]) == work / "report.md"
     for name in ("methods", "parallel_vs_sequential", "extrapolation"):
         assert Path(res["plots"][name]).stat().st_size > 0, name
-    md = (work / "paper" / "report.md").read_text()
+    md = (work / "report.md").read_text()
     for heading in ("Table 3", "Fig. 4", "Tables 4/5", "Table 2"):
         assert heading in md
 

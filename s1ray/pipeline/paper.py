@@ -8,7 +8,8 @@ methods and majority voting. This stage adds
   curation (only selection and export rerun), trained with the same recipe, evaluated at one
   budget with budget forcing;
 
-then writes ``paper/report.json``, ``paper/report.md`` and the plots. Every sub-run resumes:
+then writes ``report.json``, ``report.md`` and the plots at the top of the work dir (the
+sub-runs live under ``paper/``). Every sub-run resumes:
 curation and SFT by their own markers, the sweeps by their sample logs.
 """
 
@@ -90,7 +91,7 @@ def run_paper(runner: "PipelineRunner") -> dict[str, Any]:
     from s1ray.eval.sweep import run_sweep
 
     cfg, p = runner.cfg, runner.cfg.paper
-    out = runner.work / "paper"
+    out = runner.work
     model = str(runner.work / "model")
     ev = runner.eval_cfg(model, "eval")  # the eval stage's sweep: its samples are on disk
     main = run_sweep(ev)
