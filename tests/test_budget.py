@@ -281,3 +281,26 @@ def test_empty_continuation_suppresses_the_end_and_appends_nothing():
     assert f.num_waits == 2 and not f.forced_end
     assert f.answer_ids == [5]
     assert s.rounds[1] == [1]  # the next round resumes right after the dropped end
+
+
+LEAD_IDS = FormatIds(thinking_end=(90, END, 91), end_triggers=((END,),), continuation=WAIT, answer_stop=frozenset({EOT}))
+
+
+def test_natural_end_after_the_delimiters_lead_keeps_one_lead():
+    s = Script(ThinkingBudget(), LEAD_IDS)
+    f = s.run([1, 2, 90, END, 7, EOT])
+    assert LEAD_IDS.delimiter_lead == (90,)
+    assert f.thinking_ids == [1, 2] and f.thinking_tokens == 2
+    assert f.sequence == [1, 2, 90, END, 91, 7]  # not [1, 2, 90, 90, END, ...]
+
+
+def test_a_suppressed_end_keeps_the_lead_as_thinking():
+    f = Script(ThinkingBudget(min_tokens=4), LEAD_IDS).run([1, 90, END, 2, 90, END, 7, EOT])
+    assert f.thinking_ids == [1, 90, *WAIT, 2]  # under the minimum the lead stays; at the end it goes
+    assert f.num_waits == 1
+
+
+def test_a_lead_is_never_taken_from_a_continuation():
+    ids = FormatIds(thinking_end=(90, END, 91), end_triggers=((END,),), continuation=(70, 90), answer_stop=frozenset({EOT}))
+    f = Script(ThinkingBudget(num_waits=1), ids).run([1, END, END, 7, EOT])
+    assert f.thinking_ids == [1, 70, 90]

@@ -163,3 +163,13 @@ def test_request_forcing_field_is_checked():
     with pytest.raises(BudgetError) as e:
         GenerationRequest(messages=Q, forcing="fast")
     assert e.value.field == "forcing"
+
+
+def test_a_lead_the_model_wrote_is_the_delimiters_in_both_backends():
+    """The model writes the delimiter's lead (s1's "\\n") and then the trigger: thinking ends
+    before the lead, and the output holds the lead once, as in the format."""
+    budget = ThinkingBudget()
+    check_equivalent(budget, [1, 90, END, 3, EOT])
+    row, out = in_engine_replay(budget, [1, 90, END, 3, EOT])
+    assert row.forcer.thinking_ids == [1] and row.forcer.answer_ids == [3]
+    assert out == [1, *DELIM, 3, EOT]

@@ -126,6 +126,14 @@ class FormatIds:
         """Triggers the engine can stop on by itself (``stop_token_ids``)."""
         return frozenset(t[0] for t in self.end_triggers if len(t) == 1)
 
+    @property
+    def delimiter_lead(self) -> tuple[int, ...]:
+        """The ids of ``thinking_end`` before its first single-token trigger: s1's "\n" in
+        "\n<|im_start|>answer\n". A model trained on the format writes them before the trigger."""
+        trig = self.single_token_triggers
+        i = next((k for k, t in enumerate(self.thinking_end) if t in trig), None)
+        return self.thinking_end[:i] if i else ()
+
 
 class Phase(enum.Enum):
     THINKING = "thinking"
@@ -237,6 +245,7 @@ class BudgetForcer(TokenCounts):
             if self._must_continue():
                 self._continue()
             else:
+                self._drop_delimiter_lead()
                 self._end_thinking(forced=False)
             return Signal.RESTART
         if self._at_cap():
@@ -285,6 +294,15 @@ class BudgetForcer(TokenCounts):
         self._just_continued = True
         if self._at_cap():
             self._end_thinking(forced=True)
+
+    def _drop_delimiter_lead(self) -> None:
+        """At a natural end, ids the model wrote as the delimiter's lead are the delimiter, not
+        thinking: the sequence is then exactly the format's (one "\n", not two, before
+        ``<|im_start|>answer``), as in the data the model was trained on."""
+        lead = self.ids.delimiter_lead
+        n = len(lead)
+        if n and len(self.thinking_ids) - self._run_start >= n and tuple(self.thinking_ids[-n:]) == lead:
+            del self.thinking_ids[-n:]
 
     def _end_thinking(self, forced: bool) -> None:
         self.forced_end = forced
