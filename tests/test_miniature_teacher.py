@@ -1,10 +1,12 @@
 """The miniature's programmatic teacher: plain and self-checking traces (pure)."""
 
 import random
+import re
 
 from s1ray.miniature.problems import make_pool, self_checked, teacher_trace
 
 LINES = ["1:3>7", "2:7>2", "3:2>5"]
+STEP = re.compile(r"\d+:\d+>\d+")
 
 
 def test_no_self_check_is_the_plain_chain():
@@ -14,15 +16,15 @@ def test_no_self_check_is_the_plain_chain():
 def test_full_rate_adds_a_recheck_and_a_corrected_early_stop():
     for seed in range(20):
         out = self_checked(LINES, random.Random(seed), 1.0)
-        toks = out.split(" ")
-        assert [t for t in toks if ":" in t and ">" in t][0] == LINES[0]
-        # every step still appears, in order, and the last word is a step (the answer is unchanged)
-        steps = [t for t in toks if t in LINES]
-        assert sorted(set(steps), key=LINES.index) == LINES
-        assert out.count("Wait") == 2
-        i = toks.index("so")  # the early conclusion is the value of the step before it, then corrected
-        assert toks[i - 1].rsplit(">", 1)[1] == toks[i + 1].rstrip(".") and toks[i + 2] == "Wait"
-        assert toks[i + 3] in LINES
+        steps = STEP.findall(out)
+        assert steps[0] == LINES[0] and steps[-1] == LINES[-1]  # the chain ends where the plain one does
+        assert [s for i, s in enumerate(steps) if i == 0 or s != steps[i - 1]] == LINES  # one step repeated
+        assert len(steps) == len(LINES) + 1
+        assert out.count("\nWait ") == 2  # "Wait" opens a line, as budget forcing appends it
+        recheck = re.search(r"(\d+:\d+>\d+)\nWait (\d+:\d+>\d+)", out)
+        assert recheck and recheck.group(1) == recheck.group(2)
+        early = re.search(r"\d+:\d+>(\d+) so (\d+)\.\nWait (\d+):", out)
+        assert early and early.group(1) == early.group(2)  # the premature conclusion, then more steps
 
 
 def test_traces_are_fixed_per_problem_and_rate_changes_only_the_thinking():

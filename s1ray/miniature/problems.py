@@ -83,10 +83,12 @@ def teacher_trace(problem: Problem, self_check: float = 0.0) -> dict:
     With ``self_check`` > 0 the teacher checks itself the way s1K's traces do, each of two
     habits with that probability (seeded by the problem's id, so a pool's traces are fixed):
 
-    * a step re-checked after "Wait": ``3:7>2 Wait 3:7>2`` -- on the last step too, which is what
-      a student meets when budget forcing appends "Wait" at its natural end of thinking;
-    * an early stop corrected: ``2:2>7 so 7. Wait 3:7>2 ...`` -- a premature conclusion, then the
+    * a step re-checked after "Wait": ``3:7>2\nWait 3:7>2`` -- on the last step too;
+    * an early stop corrected: ``2:2>7 so 7.\nWait 3:7>2 ...`` -- a premature conclusion, then the
       remaining steps, so "Wait" comes to mean "the work is not done yet".
+
+    "Wait" opens a line, as in s1K's traces, and that is also where budget forcing puts it: a
+    suppressed end leaves the model's "\n" (the s1 delimiter's lead) and appends "Wait" after it.
 
     The answer is always the right one: the checks only lengthen the thinking.
     """
@@ -98,17 +100,14 @@ def teacher_trace(problem: Problem, self_check: float = 0.0) -> dict:
 def self_checked(lines: list[str], rng: random.Random, rate: float) -> str:
     """``lines`` (one "i:x>y" per step) joined, with the self-checks of :func:`teacher_trace`."""
     k = len(lines)
-    after: dict[int, list[str]] = {}
+    after: dict[int, str] = {}
     if rate > 0 and rng.random() < rate:
         i = rng.randint(1, k)
-        after.setdefault(i, []).append(f"Wait {lines[i - 1]}")
+        after[i] = f"\nWait {lines[i - 1]}"
     if rate > 0 and k >= 2 and rng.random() < rate:
         j = rng.randint(1, k - 1)
-        after.setdefault(j, []).append(f"so {lines[j - 1].rsplit('>', 1)[1]}. Wait")
-    parts: list[str] = []
-    for n, line in enumerate(lines, 1):
-        parts += [line, *after.get(n, [])]
-    return " ".join(parts)
+        after[j] = after.get(j, "") + f" so {lines[j - 1].rsplit('>', 1)[1]}.\nWait"
+    return " ".join(line + after.get(n, "") for n, line in enumerate(lines, 1))
 
 
 def _replay(problem: Problem) -> tuple[str, list[str], str]:
