@@ -121,7 +121,7 @@ def run_ray(args, model: str, qfile: Path) -> dict:
             "first_row_s": arrivals[0][0] - t0}
 
 
-def main() -> int:
+def _parser():
     p = base_parser(__doc__.split("\n")[0], "bench_traces")
     p.add_argument("--rows", type=int, default=None, help="prompts (default 2048; --quick 512)")
     p.add_argument("--max-tokens", type=int, default=None, help="tokens per row (default 256; --quick 128)")
@@ -140,7 +140,11 @@ def main() -> int:
     p.add_argument("--model-path", help=argparse_hidden())
     p.add_argument("--questions", help=argparse_hidden())
     p.add_argument("--result", help=argparse_hidden())
-    args = p.parse_args()
+    return p
+
+
+def main() -> int:
+    args = _parser().parse_args()
     args.rows = args.rows or (512 if args.quick else 2048)
     args.max_tokens = args.max_tokens or (128 if args.quick else 256)
     args.reps = args.reps or (1 if args.quick else 3)

@@ -64,7 +64,7 @@ def make_model(out: Path, shape: str | None) -> str:
     return str(path)
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--examples", type=int, default=64)
     p.add_argument("--block", type=int, default=1024, help="block_size (packing) and max sequence length")
@@ -77,7 +77,31 @@ def main(argv=None) -> int:
     p.add_argument("--shape", choices=sorted(SHAPES), help="random-init model of these shapes (default: tiny)")
     p.add_argument("--peak-tflops", type=float, default=None, help="per-worker peak for MFU (default: device table / assumed)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "bench_train.json"))
-    args = p.parse_args(argv)
+    return p
+
+
+def _row(res, t0: float) -> dict:
+    """One configuration's figures, from its exported checkpoint's per-step history."""
+    meta = json.loads((Path(res.checkpoint) / "s1ray_meta.json").read_text())
+    hist = meta["history"][2:] or meta["history"]
+    return {
+        "tokens_per_s": statistics.median(h["tokens_per_s"] for h in hist),
+        # wall clock from the end of the step before the window to the end of the last
+        "wall_tokens_per_s": sum(h["tokens"] for h in hist[1:]) / max(hist[-1]["time"] - hist[0]["time"], 1e-9)
+        if len(hist) > 1 else float("nan"),
+        "mfu": statistics.median(h["mfu"] for h in hist),
+        "padding_fraction": statistics.mean(h["padding_fraction"] for h in hist),
+        "step_time_s": statistics.median(h["step_time_s"] for h in hist),
+        "tokens_per_step": statistics.mean(h["tokens"] for h in hist),
+        "rows": res.data_stats["rows"],
+        "peak_tflops": res.metrics["peak_tflops"],
+        "peak_source": res.metrics["peak_source"],
+        "wall_s": time.perf_counter() - t0,
+    }
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
 
     import ray
 
@@ -113,22 +137,7 @@ def main(argv=None) -> int:
         for key, cfg in configs.items():
             t0 = time.perf_counter()
             res = run(cfg, echo=lambda s: None)
-            meta = json.loads((Path(res.checkpoint) / "s1ray_meta.json").read_text())
-            hist = meta["history"][2:] or meta["history"]
-            rows[key] = {
-                "tokens_per_s": statistics.median(h["tokens_per_s"] for h in hist),
-                # wall clock from the end of the step before the window to the end of the last
-                "wall_tokens_per_s": sum(h["tokens"] for h in hist[1:]) / max(hist[-1]["time"] - hist[0]["time"], 1e-9)
-                if len(hist) > 1 else float("nan"),
-                "mfu": statistics.median(h["mfu"] for h in hist),
-                "padding_fraction": statistics.mean(h["padding_fraction"] for h in hist),
-                "step_time_s": statistics.median(h["step_time_s"] for h in hist),
-                "tokens_per_step": statistics.mean(h["tokens"] for h in hist),
-                "rows": res.data_stats["rows"],
-                "peak_tflops": res.metrics["peak_tflops"],
-                "peak_source": res.metrics["peak_source"],
-                "wall_s": time.perf_counter() - t0,
-            }
+            rows[key] = _row(res, t0)
     finally:
         ray.shutdown()
     stats = res.data_stats

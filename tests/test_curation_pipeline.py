@@ -33,6 +33,32 @@ def _jsonl(path: Path, rows) -> Path:
     return path
 
 
+def _write_traces(tdir: Path, units, rng) -> None:
+    """Teacher traces in the trace job's layout (manifest.json + a shard), with the planted faults."""
+    tdir.mkdir()
+    traces = []
+    for q in units:
+        i = q["id"]
+        if i == "p07":
+            continue  # no_trace
+        ans = q["answer"] if i != "t1" else "999"  # t1: the teacher is wrong -> not trusted
+        t = {"id": i, "sample_index": 0, "thinking": _words(rng, 40 + 7 * len(traces)), "answer": f"So \\boxed{{{ans}}}.",
+             "extracted_answer": ans, "error": None, "finish_reason": "stop", "thinking_tokens": 40 + 7 * len(traces)}
+        if i == "p03":
+            t.update(thinking="", answer="", extracted_answer=None, error="HTTP 500: overloaded", thinking_tokens=0)
+        if i == "p04":
+            t["finish_reason"] = "length"
+        if i == "p05":
+            t["thinking"] += "\n+----+----+\n|  a |  b |\n+----+----+\n"
+        if i == "p08":  # sample 0 failed, sample 1 is good: sample 1 is used
+            traces.append({**t, "thinking": "", "error": "timeout", "extracted_answer": None})
+            t = {**t, "sample_index": 1, "thinking": "THE GOOD SAMPLE " + t["thinking"]}
+        traces.append(t)
+    _jsonl(tdir / "shard-00000.jsonl", traces)
+    (tdir / "manifest.json").write_text(json.dumps({"version": 1, "shards": [{"file": "shard-00000.jsonl",
+                                                                              "rows": len(traces)}]}))
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     math500_file, aime24_file = eval_file("math500"), eval_file("aime24")
@@ -58,30 +84,8 @@ def world(tmp_path_factory):
                     {"id": "t1", "problem": f"Trusted two: {_words(rng, 20)}", "answer": "101"}]
     pq.write_table(pa.Table.from_pylist(trusted_rows), tmp / "trusted.parquet")
 
-    # teacher traces in the trace job's layout: manifest.json + a shard
     tdir = tmp / "traces"
-    tdir.mkdir()
-    traces = []
-    for q in qs + plants[:4] + trusted_rows:
-        i = q["id"]
-        if i == "p07":
-            continue  # no_trace
-        ans = q["answer"] if i != "t1" else "999"  # t1: the teacher is wrong -> not trusted
-        t = {"id": i, "sample_index": 0, "thinking": _words(rng, 40 + 7 * len(traces)), "answer": f"So \\boxed{{{ans}}}.",
-             "extracted_answer": ans, "error": None, "finish_reason": "stop", "thinking_tokens": 40 + 7 * len(traces)}
-        if i == "p03":
-            t.update(thinking="", answer="", extracted_answer=None, error="HTTP 500: overloaded", thinking_tokens=0)
-        if i == "p04":
-            t["finish_reason"] = "length"
-        if i == "p05":
-            t["thinking"] += "\n+----+----+\n|  a |  b |\n+----+----+\n"
-        if i == "p08":  # sample 0 failed, sample 1 is good: sample 1 is used
-            traces.append({**t, "thinking": "", "error": "timeout", "extracted_answer": None})
-            t = {**t, "sample_index": 1, "thinking": "THE GOOD SAMPLE " + t["thinking"]}
-        traces.append(t)
-    _jsonl(tdir / "shard-00000.jsonl", traces)
-    (tdir / "manifest.json").write_text(json.dumps({"version": 1, "shards": [{"file": "shard-00000.jsonl",
-                                                                              "rows": len(traces)}]}))
+    _write_traces(tdir, qs + plants[:4] + trusted_rows, rng)
     # a scripted solver: right on p10, p11 (1 of 2 samples); p13 "fourteen" only a judge accepts; no p12
     solver = []
     for q in qs + trusted_rows:

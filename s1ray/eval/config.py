@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from s1ray.config import EnvVarName, S1Config, check_unique_names
+from s1ray.config import EnvVarName, RayInitConfig, S1Config, check_unique_names
 from s1ray.engine.control import METHODS
 from s1ray.engine.types import EngineConfig
 from s1ray.formats import FormatName
@@ -105,8 +105,7 @@ class EvalConfig(S1Config):
     actor_num_gpus: float | None = Field(
         None, ge=0, description="default: tensor_parallel_size on a GPU cluster, else 0"
     )
-    ray_address: str | None = None
-    ray_num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray started by the job")
+    ray: RayInitConfig = Field(default_factory=RayInitConfig)
 
     output_dir: str = "runs/eval/{name}"
     limit: int | None = Field(None, ge=1, description="first N questions of every dataset")

@@ -18,7 +18,6 @@ each n uses the first n, so n = 1, 2, 4, 8 cost 8 samples, not 15.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,12 +186,7 @@ def ensure_ray(cfg: EvalConfig) -> bool:
 
     if ray.is_initialized():
         return False
-    kw: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True}
-    if cfg.ray_address:
-        kw["address"] = cfg.ray_address
-    elif cfg.ray_num_cpus and not os.environ.get("RAY_ADDRESS"):
-        kw["num_cpus"] = cfg.ray_num_cpus
-    ray.init(**kw)
+    ray.init(ignore_reinit_error=True, **cfg.ray.init_kwargs())
     return True
 
 
