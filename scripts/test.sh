@@ -11,6 +11,7 @@ export RAY_AUTH_MODE=disabled VLLM_CPU_KVCACHE_SPACE=1 TOKENIZERS_PARALLELISM=fa
 if [ "$#" -gt 0 ]; then
   exec python -m pytest -q -p no:cacheprovider "$@"
 fi
-TRAIN_TESTS=(tests/test_train_ray.py tests/test_train_loss_ray.py tests/test_cluster.py tests/test_paper.py)
+TRAIN_TESTS=(tests/test_train_ray.py tests/test_train_loss_ray.py tests/test_cluster.py tests/test_cluster_data.py
+            tests/test_cluster_serve.py tests/test_paper.py)
 python -m pytest -q -p no:cacheprovider "${TRAIN_TESTS[@]/#/--ignore=}"
 python -m pytest -q -p no:cacheprovider "${TRAIN_TESTS[@]}"

@@ -47,6 +47,20 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
     raise TimeoutError(f"moto server not listening on {port} after {timeout} s")
 
 
+def wait_for(predicate, what: str, timeout: float = 600, alive=None) -> float:
+    """Poll ``predicate`` until it holds (the probe's interval is not a synchronisation sleep: the
+    caller proceeds on the event itself); ``alive``: give up once it turns false. Returns the
+    monotonic time the event was seen."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if alive is not None and not alive():
+            raise AssertionError(f"gave up waiting for {what}: the run ended first")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen in {timeout} s")
+        time.sleep(0.1)
+    return time.monotonic()
+
+
 @dataclass
 class S3:
     endpoint: str

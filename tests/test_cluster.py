@@ -5,7 +5,7 @@ both nodes and write to S3."""
 from __future__ import annotations
 
 import pytest
-from cluster_fixtures import s3_server, two_nodes  # noqa: F401  (fixtures)
+from cluster_fixtures import s3_server, two_nodes, wait_for  # noqa: F401  (fixtures)
 
 from s1ray.config import ConfigError
 from s1ray.storage import SHARED_ENV, STORAGE_ENV, Location, check_shared, resolve_output
@@ -80,18 +80,6 @@ def test_ray_data_job_across_two_nodes_writes_to_s3(two_nodes, s3_server):
 RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train v2's record of the registered checkpoints
 
 
-def _wait_for(predicate, what: str, timeout: float = 600, alive=None) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if alive is not None and not alive():
-            raise AssertionError(f"gave up waiting for {what}: the run ended first")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not happen in {timeout} s")
-        time.sleep(0.2)  # the probe's interval; the test proceeds on the event itself
-
-
 def test_sft_across_two_nodes_resumes_from_s3_after_a_node_is_lost(two_nodes, s3_server, tiny_model_dir, tmp_path):
     """One ZeRO-3 worker per node (gloo), checkpoints on S3. The faulty run stops at step 5 (after
     the step-4 checkpoint); the test then removes the non-head node, as a lost spot instance, and
@@ -127,7 +115,7 @@ def test_sft_across_two_nodes_resumes_from_s3_after_a_node_is_lost(two_nodes, s3
 
     thread = threading.Thread(target=faulty, daemon=True)
     thread.start()
-    _wait_for(marker.exists, "step 5 of the faulty run", alive=thread.is_alive)
+    wait_for(marker.exists, "step 5 of the faulty run", alive=thread.is_alive)
     assert json.loads(marker.read_text())["step"] == 5
     # Ray Train registers a reported checkpoint when its controller polls (then it writes this
     # snapshot to storage): until then a restart would begin from scratch.
@@ -139,7 +127,7 @@ def test_sft_across_two_nodes_resumes_from_s3_after_a_node_is_lost(two_nodes, s3
         return any(r["metrics"].get("step") == 4
                    for r in json.loads(run_dir.read_text(RAY_SNAPSHOT))["checkpoint_results"])
 
-    _wait_for(step4_registered, "the step-4 checkpoint registered on S3", alive=thread.is_alive)
+    wait_for(step4_registered, "the step-4 checkpoint registered on S3", alive=thread.is_alive)
     (lost,) = [n for n in two_nodes.list_all_nodes() if n is not two_nodes.head_node]
     two_nodes.remove_node(lost)  # the worker on it dies; the other one is stuck in a collective
     two_nodes.add_node(num_cpus=1, object_store_memory=80 * 1024**2, resources={"node2": 1})  # the replacement
