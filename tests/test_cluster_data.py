@@ -62,6 +62,7 @@ def test_curation_survives_a_lost_node(two_nodes, tmp_path, monkeypatch):
     wait_for(lambda: stages.is_dir() and any(p.name.startswith(".quality.tmp-") for p in stages.iterdir()),
              "the quality stage running", alive=thread.is_alive)
     (lost,) = [n for n in two_nodes.list_all_nodes() if n is not two_nodes.head_node]
+    running_at_loss = not (stages / "quality").exists()  # not yet swapped in: the stage is mid-run
     two_nodes.remove_node(lost)
     two_nodes.add_node(**NODE, resources={"node2": 1})
     thread.join(900)
@@ -69,6 +70,7 @@ def test_curation_survives_a_lost_node(two_nodes, tmp_path, monkeypatch):
     if "error" in outcome:
         raise outcome["error"]
     lossy = outcome["result"]
+    assert running_at_loss, "the quality stage finished before the node was removed"
     assert sum(n["Alive"] for n in ray.nodes()) == 2
     assert _rows(lossy) == _rows(clean)  # per stage, rows in and rows kept
     for stage in clean.stages:

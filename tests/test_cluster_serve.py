@@ -37,10 +37,12 @@ def _replicas() -> Counter:
 
 
 def _replica_nodes() -> list[str]:
-    from ray.util.state import list_actors
+    """Nodes of the live replicas, from the GCS actor table (the state API needs the dashboard,
+    which the fixture's cluster leaves out)."""
+    from ray._private.state import actors
 
-    return [a.node_id for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-            if a.class_name.startswith("ServeReplica:s1ray")]
+    return [a["Address"]["NodeID"] for a in actors(actor_state_name="ALIVE").values()
+            if a["ActorClassName"].startswith("ServeReplica:s1ray")]
 
 
 class ClosedLoop:
