@@ -38,6 +38,22 @@ def _finish(fig, path: str | Path) -> Path:
         plt.close(fig)
 
 
+def _label(ax, title: str, xlabel: str, legend_size: int) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("Accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=legend_size)
+
+
+def _close(fig, axes, datasets: Sequence[str], title: str | None, path: str | Path) -> Path:
+    if not datasets:
+        axes[0].text(0.5, 0.5, "no samples", ha="center", va="center")
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, path)
+
+
 def _xaxis(ax, xs: list[float], log_x: bool) -> None:
     """Log-2 x axis (as the paper's Figure 1) when the range is wide; ticks read as plain numbers,
     at the data's own x values when there are few of them."""
@@ -83,16 +99,8 @@ def plot_accuracy_vs_thinking(
             xs_all += xs
             ax.plot(xs, ys, marker=_MARKERS[i % len(_MARKERS)], label=m.replace("_", " "))
         _xaxis(ax, xs_all, log_x)
-        ax.set_title(d)
-        ax.set_xlabel("Average thinking tokens")
-        ax.set_ylabel("Accuracy (%)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    if not datasets:
-        axes[0].text(0.5, 0.5, "no samples", ha="center", va="center")
-    if title:
-        fig.suptitle(title)
-    return _finish(fig, path)
+        _label(ax, d, "Average thinking tokens", 8)
+    return _close(fig, axes, datasets, title, path)
 
 
 def plot_voting_vs_forcing(
@@ -132,13 +140,5 @@ def plot_voting_vs_forcing(
             for x, y, n in vs:
                 ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7)
         _xaxis(ax, xs_all, log_x)
-        ax.set_title(d)
-        ax.set_xlabel("Average generated tokens per question")
-        ax.set_ylabel("Accuracy (%)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-    if not datasets:
-        axes[0].text(0.5, 0.5, "no samples", ha="center", va="center")
-    if title:
-        fig.suptitle(title)
-    return _finish(fig, path)
+        _label(ax, d, "Average generated tokens per question", 7)
+    return _close(fig, axes, datasets, title, path)
