@@ -1,4 +1,4 @@
-"""Curation benchmark (issue 7): rows/s per stage of the real pipeline (Ray Data, local cluster)
+"""Curation benchmark: rows/s per stage of the real pipeline (Ray Data, local cluster)
 on synthetic pools of 1k, 10k (and 100k) questions, and how each stage's time grows with size.
 
 The pool is written as real inputs -- a jsonl question file, a trace job output dir (manifest +

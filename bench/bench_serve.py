@@ -1,4 +1,4 @@
-"""Serve benchmark (issue 3): the HTTP endpoint under load vs the same engine called directly.
+"""Serve benchmark: the HTTP endpoint under load vs the same engine called directly.
 
 1. Ray (local, ``num_cpus=4``, no dashboard) + Serve on 127.0.0.1 with the model; C concurrent
    clients (``httpx.AsyncClient``, loopback) send M budget-forced chat completions between them

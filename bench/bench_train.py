@@ -1,4 +1,4 @@
-"""Training benchmark (issue 5): SFT tokens/s and MFU, sequence packing on vs off, from one run.
+"""Training benchmark: SFT tokens/s and MFU, sequence packing on vs off, from one run.
 
 Both configurations run the real job (Ray Train + DeepSpeed ZeRO-3, ``s1ray.train``) on the
 same toy s1K-style data in one local Ray cluster, one after the other:

@@ -1,4 +1,4 @@
-"""The prepared GPU check (issue 18): what the CPU benches cannot show, in one call on one H100/H200.
+"""The prepared GPU check: what the CPU benches cannot show, in one call on one H100/H200.
 
     bash bench/gpu_check.sh                  # on the GPU machine: <= 10 min, one JSON under $OUT
     python bench/gpu_check.py --dry-run      # the same code path on the CPU with tiny shapes (tests)

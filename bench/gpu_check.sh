@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU check (issue 18): one call on one H100/H200, at most 10 minutes, one JSON.
+# The prepared GPU check: one call on one H100/H200, at most 10 minutes, one JSON.
 #   bash bench/gpu_check.sh              # writes $OUT/gpu_check.json (default bench/results/)
 #   bash bench/gpu_check.sh --dry-run    # tiny shapes on the CPU: the same code path, no sub-benches
 # It runs what is installed and records the rest as skipped, with the reason: on a machine with

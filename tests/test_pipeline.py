@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-# The whole miniature (SFT included) runs in the module fixture: ~20 min on 2 quiet cores.
+# The whole miniature (SFT included) runs once, in the module fixture; the timeout leaves room for a busy machine.
 pytestmark = [pytest.mark.ray, pytest.mark.vllm, pytest.mark.timeout(2700)]
 
 ROOT = Path(__file__).resolve().parents[1]

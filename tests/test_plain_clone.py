@@ -36,7 +36,7 @@ def newcomer_env(clone: Path, tmp: Path) -> dict[str, str]:
     return env
 
 
-@pytest.mark.timeout(3000)  # ~2 min on 2 idle cores; a crowded machine takes many times that
+@pytest.mark.timeout(3000)  # generous: a crowded machine takes many times an idle one
 def test_miniature_curation_runs_from_a_plain_clone(tmp_path):
     clone = checkout_copy(tmp_path / "s1ray")
     assert not (clone.parent / "shared").exists() and not (clone / ".venv").exists()

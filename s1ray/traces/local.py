@@ -304,8 +304,8 @@ def build_dataset(units: list[dict[str, Any]], cfg, device: str):
                   thinking_open=cfg.prompt.opens_thinking)
     map_kwargs: dict[str, Any] = {"num_cpus": t.map_num_cpus}
     # With a CPU engine every other process competes for its cores; each extra task process also
-    # imports transformers and loads the tokenizers (seconds of CPU). One task at a time: 0.67x
-    # -> 0.72-0.97x of the raw engine's tokens/s in bench/bench_traces.py on 2 cores.
+    # imports transformers and loads the tokenizers (seconds of CPU), so one task at a time keeps
+    # more of the cores for the engine (bench/bench_traces.py measures the difference).
     concurrency = t.map_concurrency or (1 if device == "cpu" else None)
     if concurrency:
         map_kwargs["compute"] = ray.data.TaskPoolStrategy(size=concurrency)

@@ -1,4 +1,4 @@
-"""SFT of s1-style reasoning models on Ray Train + DeepSpeed (issue 5).
+"""SFT of s1-style reasoning models on Ray Train + DeepSpeed.
 
 config (TrainConfig) -> data (render, mask, pack; pure) -> trainer (driver: TorchTrainer.fit)
 -> loop (per-worker: DeepSpeed ZeRO, checkpoints, resume) -> export (HF safetensors for vLLM).
