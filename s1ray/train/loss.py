@@ -43,23 +43,32 @@ def shifted_targets(labels):
     return targets
 
 
-def _chunked_ce(hidden, weight, bias, targets, chunk_size: int):
-    """Sum over chunks of CE(linear(hidden_chunk)); each chunk checkpointed, so the backward
-    recomputes its logits instead of keeping them."""
-    import torch.nn.functional as F
+def checkpointed_chunk_sum(fn, inputs, targets, chunk_size: int):
+    """Sum of ``fn(inputs[chunk], targets[chunk])`` over chunks that hold a labelled target, each
+    checkpointed when it needs grad (the backward recomputes it instead of keeping it); None
+    when no chunk has a label."""
     from torch.utils.checkpoint import checkpoint
-
-    def chunk_ce(h, t):
-        return F.cross_entropy(F.linear(h, weight, bias).float(), t, ignore_index=IGNORE, reduction="sum")
 
     total = None
     for i in range(0, targets.numel(), chunk_size):
         tg = targets[i : i + chunk_size]
         if not bool((tg != IGNORE).any()):
             continue
-        hs = hidden[i : i + chunk_size]
-        part = checkpoint(chunk_ce, hs, tg, use_reentrant=False) if hs.requires_grad else chunk_ce(hs, tg)
+        x = inputs[i : i + chunk_size]
+        part = checkpoint(fn, x, tg, use_reentrant=False) if x.requires_grad else fn(x, tg)
         total = part if total is None else total + part
+    return total
+
+
+def _chunked_ce(hidden, weight, bias, targets, chunk_size: int):
+    """Sum over chunks of CE(linear(hidden_chunk)); each chunk checkpointed, so the backward
+    recomputes its logits instead of keeping them."""
+    import torch.nn.functional as F
+
+    def chunk_ce(h, t):
+        return F.cross_entropy(F.linear(h, weight, bias).float(), t, ignore_index=IGNORE, reduction="sum")
+
+    total = checkpointed_chunk_sum(chunk_ce, hidden, targets, chunk_size)
     if total is None:  # no labelled token: keep the head in the graph (every rank runs backward)
         return F.linear(hidden[:1], weight, bias).sum() * 0.0
     return total
