@@ -26,6 +26,8 @@ def test_budgets_shorthand_labels_and_defaults():
     assert cfg(vote_budget=16).voting_budget().max == 16
     own = cfg(budgets=[{"max": 64, "num_waits": 2, "continuation": "Hmm"}, {"max": 64, "num_waits": 2, "continuation": ""}])
     assert [b.label for b in own.budgets] == ["64+w2@Hmm", "64+w2@"]  # distinct sample keys
+    assert [own.continuation_for(b) for b in own.budgets] == ["Hmm", ""]  # "" is a value, not unset
+    assert cfg(continuation="Hmm").continuation_for(BudgetSpec.model_validate(8)) == "Hmm"
     assert c.datasets[0].name == "math500"
     # relative: under $S1RAY_STORAGE when set, else the current directory (s1ray.storage)
     base = os.environ.get("S1RAY_STORAGE") or os.getcwd()

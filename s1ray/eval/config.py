@@ -166,6 +166,10 @@ class EvalConfig(S1Config):
     def budgets_for(self, method: str) -> list[BudgetSpec]:
         return self.method_budgets.get(method) or self.budgets
 
+    def continuation_for(self, budget: BudgetSpec) -> str | None:
+        """What replaces an ignored end under ``budget``: its own string, else the sweep's."""
+        return budget.continuation if budget.continuation is not None else self.continuation
+
     def voting_budget(self) -> BudgetSpec:
         if self.vote_budget is not None:
             return self.vote_budget

@@ -119,7 +119,7 @@ def payload(spec: SampleSpec, cfg: EvalConfig) -> dict[str, Any]:
         "temperature": spec.temperature,
         "top_p": cfg.top_p,
         "seed": spec.seed if seeded else None,
-        "continuation": spec.budget.continuation if spec.budget.continuation is not None else cfg.continuation,
+        "continuation": cfg.continuation_for(spec.budget),
         "format": cfg.reasoning_format,
     }
 
@@ -150,7 +150,7 @@ def make_record(
         "dataset": it.dataset, "id": it.id, "mode": spec.mode, "method": spec.method,
         "budget": b.label, "sample": spec.sample,
         "min_thinking_tokens": b.min, "max_thinking_tokens": b.max, "budget_num_waits": b.num_waits,
-        "continuation": b.continuation if b.continuation is not None else cfg.continuation,
+        "continuation": cfg.continuation_for(b),
         "temperature": spec.temperature, "seed": spec.seed, "kind": it.kind, "gold": it.answer,
         "extracted": pred, "correct": correct,
         "thinking_tokens": res["thinking_tokens"], "answer_tokens": res["answer_tokens"],
