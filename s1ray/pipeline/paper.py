@@ -95,6 +95,8 @@ def run_paper(runner: "PipelineRunner") -> dict[str, Any]:
     model = str(runner.work / "model")
     ev = runner.eval_cfg(model, "eval")  # the eval stage's sweep: its samples are on disk
     main = run_sweep(ev)
+    main_samples = _samples(main)
+    n_curated = _curated_rows(runner.curated_path)
     e = runner.eval_cfg(model, "paper/extrapolation")
     e = e.model_copy(update={"methods": ["budget_forcing"], "method_budgets": {}, "n_votes": [],
                              "budgets": [BudgetSpec.model_validate(b) for b in extrapolation_budgets(p)]})
@@ -102,17 +104,17 @@ def run_paper(runner: "PipelineRunner") -> dict[str, Any]:
     students = []
     for sel in p.data_ablation.selections:
         if sel == cfg.curation.selection.method:
-            m, n = model, _curated_rows(runner.curated_path)
+            m, n = model, n_curated
         else:
             m, n = _student(runner, sel)
         res = _ablation_eval(runner, m, sel)
         students.append({"selection": sel, "n_train": n, "budget": p.data_ablation.budget, "samples": _samples(res)})
-    meta = {"held-out problems": len({s["id"] for s in _samples(main)}),
+    meta = {"held-out problems": len({s["id"] for s in main_samples}),
             "student": f"{cfg.base_model.num_hidden_layers}-layer Qwen2, hidden {cfg.base_model.hidden_size}, "
-                       f"trained from scratch on {_curated_rows(runner.curated_path)} curated traces",
+                       f"trained from scratch on {n_curated} curated traces",
             "teacher": "the miniature's programmatic teacher with self-checks (s1ray/miniature/problems.py)",
             "decoding": f"greedy (voting and rejection sampling: temperature {ev.vote_temperature})"}
-    report = build_report(_samples(main), ev.methods, ev.n_votes, _samples(extra), students, meta)
+    report = build_report(main_samples, ev.methods, ev.n_votes, _samples(extra), students, meta)
     return write_paper(report, out, main.files.get("accuracy_vs_thinking.png"))
 
 
