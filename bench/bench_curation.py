@@ -11,6 +11,12 @@ absolute numbers move with the neighbours' load -- the growth ratios much less.
 
     python bench/bench_curation.py                      # 1k and 10k
     python bench/bench_curation.py --sizes 1000 10000 100000
+    python bench/bench_curation.py --sizes --dedupe-rows 1000000   # only the dedupe comparison
+                                                    # (-> bench/results/bench_dedupe.json)
+
+``--dedupe-rows N``: the dedupe decisions over N synthetic rows (5% exact and 2% near copies),
+made by the Ray Data stage and by the driver-side version it replaced (``_dedupe_before.py``),
+side by side on the same features: rows/s, and the driver's peak RSS above its level before.
 """
 
 from __future__ import annotations
@@ -99,9 +105,88 @@ def config(out: Path, work: Path, size: int) -> dict:
     }
 
 
+class PeakRSS:
+    """The driver's peak resident memory while the block runs, sampled every 20 ms."""
+
+    def __enter__(self):
+        import threading
+
+        import psutil
+
+        self.proc, self.stop = psutil.Process(), threading.Event()
+        self.base = self.peak = self.proc.memory_info().rss
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while not self.stop.wait(0.02):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    @property
+    def grew_mb(self) -> float:
+        return round((self.peak - self.base) / 2**20, 1)
+
+
+def bench_dedupe(n: int, bands: int = 32, threshold: float = 0.8) -> dict:
+    import ray
+    import ray.data
+
+    import _dedupe_before as before
+    from s1ray.curation.stages.dedupe import DEDUPE_FEATURES, ROWS_PER_PARTITION, dedupe_in_ray_data
+
+    t0 = time.perf_counter()
+    feats = ray.data.range(n, override_num_blocks=max(2, n // 20000)).map_batches(
+        before.features_batch, fn_kwargs={"num_perm": 128, "shingle": 3}, batch_size=4096).materialize()
+    features_s = time.perf_counter() - t0
+    partitions = max(2, min(64, n // ROWS_PER_PARTITION))
+    with PeakRSS() as new_rss:
+        t0 = time.perf_counter()
+        ref, sizes = dedupe_in_ray_data(feats.select_columns(DEDUPE_FEATURES.names), exact=True, near=True,
+                                        bands=bands, threshold=threshold, partitions=partitions)
+        new_s = time.perf_counter() - t0
+    with PeakRSS() as old_rss:
+        t0 = time.perf_counter()
+        rows = []
+        for b in feats.iter_batches(batch_format="pyarrow", batch_size=1024):
+            rows.extend(b.to_pylist())
+        old = before.driver_dedupe(rows, bands=bands, threshold=threshold, source_order={"pool": 0})
+        old_s = time.perf_counter() - t0
+        del rows
+    new = ray.get(ref)
+    reasons = {r: sum(1 for v in new.values() if v[0] == r) for r in sorted({v[0] for v in new.values()})}
+    out = {"rows": n, "features_s": round(features_s, 1), "partitions": partitions, "same_decisions": new == old,
+           "dropped": reasons, "graph": sizes,
+           "ray_data": {"s": round(new_s, 1), "rows_per_s": round(n / new_s), "driver_rss_grew_mb": new_rss.grew_mb},
+           "driver": {"s": round(old_s, 1), "rows_per_s": round(n / old_s), "driver_rss_grew_mb": old_rss.grew_mb}}
+    print(f"\n== dedupe of {n} rows (features {features_s:.0f} s, shared): same decisions: {new == old}; dropped {reasons}")
+    print(f"{'version':<11}{'s':>8}{'rows/s':>10}{'driver RSS +MB':>16}")
+    for k in ("ray_data", "driver"):
+        print(f"{k:<11}{out[k]['s']:>8.1f}{out[k]['rows_per_s']:>10}{out[k]['driver_rss_grew_mb']:>16.1f}")
+    return out
+
+
+def dedupe_report(d: dict) -> dict:
+    """The JSON of ``--dedupe-rows`` for bench/report.py: headline ratios and one row per version."""
+    ratios = {"dedupe rows/s, Ray Data / driver-side": round(d["ray_data"]["rows_per_s"] / d["driver"]["rows_per_s"], 2),
+              "driver RSS growth, driver-side / Ray Data": round(
+                  d["driver"]["driver_rss_grew_mb"] / max(d["ray_data"]["driver_rss_grew_mb"], 1.0), 1)}
+    table = [{"version": k, "rows": d["rows"], "seconds": d[k]["s"], "rows_per_s": d[k]["rows_per_s"],
+              "driver_rss_grew_mb": d[k]["driver_rss_grew_mb"], "same_decisions": d["same_decisions"]}
+             for k in ("ray_data", "driver")]
+    return {"bench": "curation_dedupe", "ratios": ratios, "table": table, "dedupe": d}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    p.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000])
+    p.add_argument("--dedupe-rows", type=int, default=0, help="also compare the dedupe versions on this many rows")
+    p.add_argument("--dedupe-out", default=str(ROOT / "bench" / "results" / "bench_dedupe.json"))
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "bench_curation.json"))
     args = p.parse_args()
 
@@ -111,9 +196,11 @@ def main() -> int:
     from s1ray.curation.pipeline import Pipeline
 
     ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=1024 * 1024**2)
-    results = {}
+             object_store_memory=(4096 if args.dedupe_rows else 1024) * 1024**2)
+    results, dedupe = {}, None
     try:
+        if args.dedupe_rows:
+            dedupe = bench_dedupe(args.dedupe_rows)
         for n in args.sizes:
             work = Path(tempfile.mkdtemp(prefix=f"s1ray-bench-cur{n}-"))
             try:
@@ -151,7 +238,10 @@ def main() -> int:
     ratios = {f"time {k} (x{int(k.split('/')[0]) // int(k.split('/')[1])} rows)": v["total"] for k, v in growth.items()}
     table = [{"rows": n, "total_s": r["total_s"], **{f"{s}_s": r["stages"][s]["elapsed_s"] for s in STAGES}}
              for n, r in sorted(results.items())]
-    write_json(args.out, {"bench": "curation", "ratios": ratios, "table": table, "results": results, "growth": growth})
+    if results:
+        write_json(args.out, {"bench": "curation", "ratios": ratios, "table": table, "results": results, "growth": growth})
+    if dedupe:
+        write_json(args.dedupe_out, dedupe_report(dedupe))
     return 0
 
 

@@ -29,6 +29,7 @@ RUN_HOW = {
     "bench_traces": "python bench/bench_traces.py",
     "bench_train": "python bench/bench_train.py",
     "bench_curation": "python bench/bench_curation.py",
+    "bench_dedupe": "python bench/bench_curation.py --sizes --dedupe-rows 1000000",
 }
 
 

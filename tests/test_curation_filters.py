@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from s1ray.curation import duplicates as D
 from s1ray.curation import filters as F
 from s1ray.curation import sources as S
 from s1ray.curation import text as T
@@ -84,7 +85,7 @@ def eval_index():
 
 def test_dedupe_and_decontam_remove_exactly_the_plants(eval_index):
     rows, expect = pool_with_plants()
-    dec = F.dedupe_decisions(featurize(rows, eval_index), bands=16, threshold=0.8)
+    dec = D.dedupe_decisions(featurize(rows, eval_index), bands=16, threshold=0.8)
     assert {k: v[0] for k, v in dec.items()} == expect
     # the kept copy is the original (id order), named in the detail
     assert dec["p-dup-exact-1"][1] == "of orig-long"
@@ -118,15 +119,42 @@ def test_dedupe_keeps_trusted_then_source_order_and_never_chains():
     # the trusted source's copy survives, whatever the ids say
     a = {"id": "a", "source": "numina", "question": "What is 2+2?"}
     b = {"id": "b", "source": "aime", "question": "what is 2 + 2?"}
-    dec = F.dedupe_decisions(featurize([a, b], None), trusted=["aime"])
+    dec = D.dedupe_decisions(featurize([a, b], None), trusted=["aime"])
     assert dec == {"a": ("exact_duplicate", "of b")}
     # greedy near-dedupe: A~B and B~C but A !~ C -> only B goes (a union-find would drop C too)
     h = T.MinHasher(256, 0)
     sets = {"A": range(0, 100), "B": range(20, 120), "C": range(40, 140)}  # J(A,B)=J(B,C)=0.67, J(A,C)=0.43
     rows = [{"id": k, "source": "s", "ingest_source": "s", "exact_key": k, "contaminated": None,
              "minhash": h.signature({f"s{i}" for i in v}).tobytes()} for k, v in sets.items()]
-    dec = F.dedupe_decisions(rows, bands=64, threshold=0.55)
+    dec = D.dedupe_decisions(rows, bands=64, threshold=0.55)
     assert set(dec) == {"B"}
+
+
+def test_dedupe_decisions_equal_the_driver_side_version_it_replaced():
+    """The graph version (exact groups, band buckets, edges, components) decides as the greedy
+    single pass over LSH buckets of kept rows did (bench/_dedupe_before.py), detail included,
+    on a pool of chains, exact copies of near copies, trusted sources and two source orders."""
+    from bench_modules import load_bench
+
+    before = load_bench("_dedupe_before")
+    rng = np.random.default_rng(11)
+    h = T.MinHasher(64, 0)
+    rows = []
+    for g in range(60):
+        base = [f"v{i}" for i in rng.choice(3000, 30)]
+        for k in range(int(rng.integers(1, 6))):
+            q = " ".join(base[k:] + [f"x{g}_{k}_{j}" for j in range(k)])
+            for copy in range(1 + (k == 1)):
+                rows.append({"id": f"g{g:02d}-{k}-{copy}", "source": "aime" if g % 7 == 0 and k == 2 else "pool",
+                             "ingest_source": ["a", "b"][(g + k) % 2], "question": q.upper() if copy else q,
+                             "contaminated": "math500" if g == 5 and k == 0 else None})
+    feats = [{**r, "exact_key": T.exact_key(r["question"]), "minhash": h.of_text(r["question"], 3).tobytes()}
+             for r in rows]
+    for kw in ({"bands": 16, "threshold": 0.6}, {"bands": 32, "threshold": 0.8}, {"bands": 8, "threshold": 0.5, "exact": False}):
+        args = {**kw, "source_order": {"b": 0, "a": 1}, "trusted": ["aime"]}
+        want = before.driver_dedupe(feats, **args)
+        assert {v[0] for v in want.values()} >= {"near_duplicate", "contaminated:math500"}
+        assert D.dedupe_decisions(feats, **args) == want
 
 
 def test_minhash_estimates_jaccard():

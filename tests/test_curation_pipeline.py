@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -229,3 +230,38 @@ def test_failed_stage_keeps_earlier_stages(world, first):
     assert not list(out.glob(".*.tmp-*"))
     res = _run(cfg)
     assert res.skipped[:2] == ["ingest", "dedupe"] and "quality" in res.executed
+
+
+def test_ray_data_dedupe_decides_as_the_pure_function_on_a_pool_of_chains(world):
+    """Exact groups, band buckets, joins and components in Ray Data give the pure function's
+    decisions, on a pool where near duplicates chain (A~B~C) and exact copies have near copies."""
+    import ray.data
+
+    from s1ray.curation import duplicates as D
+    from s1ray.curation.stages.dedupe import DEDUPE_FEATURES, dedupe_in_ray_data
+    from s1ray.curation.text import MinHasher, exact_key
+
+    rng = np.random.default_rng(3)
+    h = MinHasher(64, 0)
+    rows = []
+    for g in range(40):
+        base = list(rng.choice([f"v{i}" for i in range(3000)], 30))
+        for k in range(int(rng.integers(1, 5))):  # a chain: each copy shifts a few more words
+            words = base[2 * k:] + [f"x{g}_{k}_{j}" for j in range(2 * k)]
+            q = " ".join(words)
+            rows.append({"id": f"g{g:02d}-{k}", "source": "s", "ingest_source": "src" if g % 3 else "other", "question": q})
+            if k == 0 and g % 4 == 0:
+                rows.append({**rows[-1], "id": f"g{g:02d}-copy", "question": q.upper()})
+    rows.append({"id": "leak", "source": "s", "ingest_source": "src", "question": "leaked", "contaminated": "math500"})
+    order, trusted = {"src": 0, "other": 1}, ["none"]
+    feats = [{"id": r["id"], "priority": D.priority_key(r, order, trusted), "exact_key": exact_key(r["question"]),
+              "minhash": h.of_text(r["question"], 3).tobytes(), "contaminated": r.get("contaminated"),
+              "contam_detail": "8-gram" if r.get("contaminated") else None} for r in rows]
+    expect = D.dedupe_decisions([{**f, **r} for f, r in zip(feats, rows)], bands=16, threshold=0.6,
+                                source_order=order, trusted=trusted)
+    assert {"exact_duplicate", "near_duplicate", "contaminated:math500"} <= {v[0] for v in expect.values()}
+    table = pa.Table.from_pylist(feats, schema=DEDUPE_FEATURES)
+    ds = ray.data.from_arrow([table.slice(i, 17) for i in range(0, table.num_rows, 17)])
+    ref, sizes = dedupe_in_ray_data(ds, exact=True, near=True, bands=16, threshold=0.6, partitions=3)
+    assert ray.get(ref) == expect
+    assert sizes["edges"] > 0 and sizes["largest_component"] >= 3

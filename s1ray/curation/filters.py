@@ -4,25 +4,12 @@ Data tasks by the stage modules of :mod:`s1ray.curation.stages`.
 Every decision gives a row one *reason* (``None``: kept) and a short ``detail``; the pipeline
 writes rejected rows with both into the stage's rejects, so rows in = rows out + rejects.
 
-Dedupe / decontamination (one stage, reasons checked in this order):
-
-* ``contaminated:<eval set>`` -- the question shares a word 8-gram with an evaluation question
-  (s1, Appendix C.5), or equals a shorter-than-8-words evaluation question. One refinement over
-  s1: 8-grams found in more than ``boilerplate_df`` evaluation questions are instructions, not
-  content ("express your answer as a common fraction in lowest terms" is in dozens of MATH500
-  questions) and do not count; ``boilerplate_df: 0`` is s1's plain rule;
-* ``exact_duplicate`` -- same :func:`~s1ray.curation.text.exact_key` as a kept row;
-* ``near_duplicate`` -- estimated Jaccard >= threshold with a kept row (MinHash + LSH).
-
-Which copy is kept is deterministic, whatever the block order: rows are visited by
-:func:`keep_priority` (trusted sources first, then the order of ``sources``, then id), and a row
-is dropped only for a *kept* row it duplicates -- greedy, so a chain A~B~C with A, C dissimilar
-never drops C for A (what a union-find clustering would do).
-
-LSH: the signature is cut into ``bands`` bands of ``r = num_perm / bands`` rows; two questions
-become candidates if some band is equal, which happens with probability ``1 - (1 - J^r)^bands``
-(with 128 = 16 x 8: 95% at J = 0.8, 6% at J = 0.5); candidates are then checked against the
-threshold on the full signature.
+Decontamination (the dedupe stage's first reason; :mod:`s1ray.curation.duplicates` has the rest):
+``contaminated:<eval set>`` -- the question shares a word 8-gram with an evaluation question
+(s1, Appendix C.5), or equals a shorter-than-8-words evaluation question. One refinement over
+s1: 8-grams found in more than ``boilerplate_df`` evaluation questions are instructions, not
+content ("express your answer as a common fraction in lowest terms" is in dozens of MATH500
+questions) and do not count; ``boilerplate_df: 0`` is s1's plain rule.
 """
 
 from __future__ import annotations
@@ -34,22 +21,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from s1ray.curation import text as T
 
-# ------------------------------------------------------------------------------- dedupe
-KEEP = None  # the reason of a kept row
-
-
+# ------------------------------------------------------------------------------- decontamination
 def is_trusted_source(source: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(source or "", p) for p in patterns)
-
-
-def keep_priority(row: Mapping[str, Any], source_order: Mapping[str, int], trusted: Sequence[str]) -> tuple:
-    """Sort key: lower is kept first among duplicates."""
-    src = row.get("source") or ""
-    return (0 if is_trusted_source(src, trusted) else 1, source_order.get(row.get("ingest_source") or "", 1 << 30), str(row["id"]))
 
 
 class EvalIndex:
@@ -92,61 +68,6 @@ class EvalIndex:
             if joined in self.short:
                 return self.short[joined], joined
         return None
-
-
-def dedupe_decisions(
-    rows: Sequence[Mapping[str, Any]],
-    *,
-    exact: bool = True,
-    near: bool = True,
-    bands: int = 16,
-    threshold: float = 0.8,
-    source_order: Mapping[str, int] | None = None,
-    trusted: Sequence[str] = (),
-) -> dict[str, tuple[str, str]]:
-    """``{id: (reason, detail)}`` for the rows to drop (see the module docstring).
-
-    Each row needs ``id``, ``source``, ``ingest_source``, ``contaminated`` (eval set or None),
-    ``contam_detail``, ``exact_key`` and ``minhash`` (uint32 signature, array or bytes).
-    """
-    source_order = source_order or {}
-    out: dict[str, tuple[str, str]] = {}
-    order = sorted(range(len(rows)), key=lambda i: keep_priority(rows[i], source_order, trusted))
-    seen_exact: dict[str, str] = {}
-    kept_sigs: list[np.ndarray] = []
-    kept_ids: list[str] = []
-    buckets: dict[tuple[int, bytes], list[int]] = defaultdict(list)
-    for i in order:
-        r = rows[i]
-        rid = str(r["id"])
-        if r.get("contaminated"):
-            out[rid] = (f"contaminated:{r['contaminated']}", str(r.get("contam_detail") or ""))
-            continue
-        if exact:
-            k = r["exact_key"]
-            if k in seen_exact:
-                out[rid] = ("exact_duplicate", f"of {seen_exact[k]}")
-                continue
-            seen_exact[k] = rid
-        if not near:
-            continue
-        sig = r["minhash"]
-        sig = np.frombuffer(sig, dtype=np.uint32) if isinstance(sig, (bytes, bytearray)) else np.asarray(sig, np.uint32)
-        width = len(sig) // bands
-        keys = [(b, sig[b * width : (b + 1) * width].tobytes()) for b in range(bands)]
-        cands = sorted({j for key in keys for j in buckets.get(key, ())})
-        if cands:
-            sims = (np.stack([kept_sigs[j] for j in cands]) == sig).mean(axis=1)
-            best = int(np.argmax(sims))
-            if sims[best] >= threshold:
-                out[rid] = ("near_duplicate", f"of {kept_ids[cands[best]]} (J~{sims[best]:.2f})")
-                continue
-        idx = len(kept_ids)
-        kept_ids.append(rid)
-        kept_sigs.append(sig)
-        for key in keys:
-            buckets[key].append(idx)
-    return out
 
 
 # ------------------------------------------------------------------------------- quality

@@ -10,16 +10,17 @@ decision functions are the pure ones of :mod:`~s1ray.curation.filters`); the dri
 annotated batches back and writes them, split into ``kept`` and ``rejects`` (every row once, with
 its ``reason``), so the counts add up by construction.
 
-Decisions that need every row -- which copy of a duplicate to keep, which trace sample to use,
-the per-question solver verdict, the final sample -- are made on the driver over *compact*
-columns only (ids, signatures, lengths, flags; never the question or trace text), then handed
-back to the tasks as a broadcast object. Heavy trace text is never shuffled or joined: stages
-carry only a trace's length and key, and the export stage fetches the text of the ~1,000
-selected rows at the end.
+Decisions that need every row -- which trace sample to use, the per-question solver verdict, the
+final sample -- are made on the driver over *compact* columns only (ids, lengths, flags; never
+the question or trace text), then handed back to the tasks as a broadcast object. Dedupe needs
+every row too, but its signatures are too large for one process at scale: it runs as Ray Data
+shuffles and joins (:mod:`~s1ray.curation.stages.dedupe`) and its decisions never reach the
+driver. Heavy trace text is never shuffled or joined: stages carry only a trace's length and key,
+and the export stage fetches the text of the ~1,000 selected rows at the end.
 
-Scale notes: the driver holds O(rows) compact state (a 512-byte signature per question in the
-dedupe stage: ~50 MB per 100k questions) and writes the stage outputs; on a multi-node cluster
-``output_dir`` and input files must be on storage every node sees (NFS, EFS, Lustre...).
+Scale notes: the driver holds O(rows) ids and flags in the quality, difficulty and select stages
+and writes the stage outputs; on a multi-node cluster ``output_dir`` and input files must be on
+storage every node sees (s3:// or NFS, EFS, Lustre...).
 """
 
 from __future__ import annotations

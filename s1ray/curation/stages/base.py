@@ -173,14 +173,15 @@ class StageContext:
         """The ``kept``/``rejects`` writer of ``stage``'s output under ``tmp``."""
         return _Writer(tmp, stage_schema(stage), stage_schema(stage, with_reason=True), self.rows_per_file)
 
-    def mark_and_write(self, upstream: str, stage: str, tmp: Path, decisions: dict, extra: dict | None = None) -> dict:
-        """``upstream``'s kept rows, annotated with the driver's ``decisions`` (and ``extra``
-        columns), written as ``stage``'s output."""
+    def mark_and_write(self, upstream: str, stage: str, tmp: Path, decisions, extra: dict | None = None) -> dict:
+        """``upstream``'s kept rows, annotated with ``decisions`` (a dict, or an ObjectRef of one
+        that a task made) and ``extra`` columns, written as ``stage``'s output."""
         import ray
 
         schema = stage_schema(stage, with_reason=True)
+        ref = decisions if isinstance(decisions, ray.ObjectRef) else ray.put(decisions)
         ds = self.map(self.read_kept(upstream), _mark_batch,
-                      fn_kwargs={"decisions_ref": ray.put(decisions), "schema": schema,
+                      fn_kwargs={"decisions_ref": ref, "schema": schema,
                                  "extra_ref": ray.put(extra) if extra is not None else None})
         w = self.writer(tmp, stage)
         for b in ds.iter_batches(batch_format="pyarrow", batch_size=self.cfg.batch_size):
