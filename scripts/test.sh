@@ -12,6 +12,6 @@ if [ "$#" -gt 0 ]; then
   exec python -m pytest -q -p no:cacheprovider "$@"
 fi
 TRAIN_TESTS=(tests/test_train_ray.py tests/test_train_loss_ray.py tests/test_cluster.py tests/test_cluster_data.py
-            tests/test_cluster_serve.py tests/test_paper.py)
+            tests/test_cluster_serve.py tests/test_cluster_traces.py tests/test_paper.py)
 python -m pytest -q -p no:cacheprovider "${TRAIN_TESTS[@]/#/--ignore=}"
 python -m pytest -q -p no:cacheprovider "${TRAIN_TESTS[@]}"
