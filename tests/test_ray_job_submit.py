@@ -1,11 +1,15 @@
-"""`ray job submit --working-dir .` as the docs write it, against a local Ray cluster this test
-starts (`ray start --head`, its own ports and temp dir) and stops (its own processes only).
+"""`ray job submit --working-dir .` as the docs write it, against a local 2-node Ray cluster this
+test starts (`ray start --head` and `ray start --address`, 1 CPU each, their own ports and temp
+dir) and stops (its own processes only), beside a moto S3 (tests/cluster_fixtures.py) whose
+`AWS_*` variables the nodes inherit, as `cluster.yaml`'s nodes get theirs.
 
 The working dir is a copy of the checkout as git sees it, plus what a user's checkout also has
 beside the tracked files: a local model under `.tiny/`, a `.venv/`, `runs/` and caches. What Ray
 uploads is listed by a job; the eval of a model that exists only on the submitting machine fails
-on the driver with the line that says what to do; with an absolute model path and S1RAY_STORAGE
-the eval and (a reduced) pipeline miniature write their outputs there and say so.
+on the driver with the line that says what to do; node-local storage is refused on two nodes;
+with an absolute model path and S1RAY_STORAGE on a path both nodes see (declared shared) the
+eval and (a reduced) pipeline miniature write their outputs there and say so; SFT across the two
+nodes writes its checkpoints and HF export to S3.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster_fixtures import s3_server  # noqa: F401  (fixture)
 from test_plain_clone import checkout_copy
 
 pytestmark = [pytest.mark.ray, pytest.mark.vllm, pytest.mark.timeout(2400)]  # a crowded 2-core box is slow
@@ -51,7 +56,7 @@ def cluster_env() -> dict[str, str]:
     return env
 
 
-def start_head() -> tuple[subprocess.Popen, str, int, str]:
+def start_head() -> tuple[subprocess.Popen, str, int, str, int]:
     temp = tempfile.mkdtemp(prefix="s1rj", dir="/tmp")  # short: Ray's socket paths live under it
     gcs, dash, agent_http, agent_grpc, client, rt_agent, metrics, nm, om = free_ports(9)
     head = subprocess.Popen(
@@ -59,13 +64,33 @@ def start_head() -> tuple[subprocess.Popen, str, int, str]:
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--dashboard-agent-listen-port={agent_http}",
          f"--dashboard-agent-grpc-port={agent_grpc}", f"--ray-client-server-port={client}",
          f"--runtime-env-agent-port={rt_agent}", f"--metrics-export-port={metrics}", f"--node-manager-port={nm}",
-         f"--object-manager-port={om}", "--num-cpus=2", f"--object-store-memory={400 * 1024**2}",
+         f"--object-manager-port={om}", "--num-cpus=1", f"--object-store-memory={300 * 1024**2}",
          f"--temp-dir={temp}", "--disable-usage-stats"],
         env=cluster_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    return head, f"http://127.0.0.1:{dash}", agent_http, temp
+    return head, f"http://127.0.0.1:{dash}", agent_http, temp, gcs
 
 
-def stop_head(head: subprocess.Popen, temp: str) -> None:
+def start_worker(gcs: int) -> subprocess.Popen:
+    """A second node joining the head, as `ray start --address` on a worker machine does."""
+    agent_http, agent_grpc, rt_agent, metrics, nm, om = free_ports(6)
+    return subprocess.Popen(
+        [RAY, "start", "--block", f"--address=127.0.0.1:{gcs}", f"--dashboard-agent-listen-port={agent_http}",
+         f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={rt_agent}",
+         f"--metrics-export-port={metrics}", f"--node-manager-port={nm}", f"--object-manager-port={om}",
+         "--num-cpus=1", f"--object-store-memory={300 * 1024**2}", "--disable-usage-stats"],
+        env=cluster_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def alive_nodes(address: str) -> int:
+    from ray.util.state import list_nodes
+
+    try:
+        return len(list_nodes(address=address, filters=[("state", "=", "ALIVE")]))
+    except Exception:
+        return 0
+
+
+def stop_head(head: subprocess.Popen, temp: str | None) -> None:
     """Only this cluster's processes: the blocking `ray start` and everything below it (never
     `ray stop`, which stops every Ray on the machine)."""
     import psutil
@@ -82,7 +107,8 @@ def stop_head(head: subprocess.Popen, temp: str) -> None:
     head.terminate()
     psutil.wait_procs(procs, timeout=30)
     head.wait(timeout=30)
-    shutil.rmtree(temp, ignore_errors=True)
+    if temp is not None:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def jobs_api_up(head: subprocess.Popen, address: str, agent_port: int, timeout: float = 300) -> bool:
@@ -107,17 +133,24 @@ def jobs_api_up(head: subprocess.Popen, address: str, agent_port: int, timeout: 
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(s3_server):
+    """The head, then a worker node; both started after the S3 server, so they carry its AWS_*."""
     for _attempt in range(4):
-        head, address, agent_port, temp = start_head()
+        head, address, agent_port, temp, gcs = start_head()
         if jobs_api_up(head, address, agent_port):
             break
         stop_head(head, temp)
     else:
         pytest.fail("a local Ray head with the Jobs API did not come up in 4 attempts")
+    worker = start_worker(gcs)
     try:
+        from cluster_fixtures import wait_for
+
+        wait_for(lambda: alive_nodes(address) == 2, "the second node registered", timeout=300,
+                 alive=lambda: worker.poll() is None)
         yield address
     finally:
+        stop_head(worker, None)
         stop_head(head, temp)
 
 
@@ -176,11 +209,15 @@ def test_eval_of_a_model_only_on_the_submitting_machine(cluster, checkout, tmp_p
     status, logs = submit(cluster, checkout, entry, {**data, "S1RAY_STORAGE": str(store)})
     assert status.endswith("FAILED") and "Traceback" not in logs and "HFValidationError" not in logs, logs
     assert "s1ray eval: engine.model: '.tiny/model' is a local path that did not travel with the job" in logs
-    # An absolute path on storage the node sees (one machine: its own disk) works; outputs land in the storage.
-    status, logs = submit(cluster, checkout, [*entry, f"engine.model={checkout / '.tiny/model'}", "limit=2",
-                                              "datasets=[aime24]", "budgets=[16]", "methods=[budget_forcing]",
-                                              "n_votes=[]", "max_answer_tokens=4", "progress=false"],
-                          {**data, "S1RAY_STORAGE": str(store)})
+    small = [*entry, f"engine.model={checkout / '.tiny/model'}", "limit=2", "datasets=[aime24]", "budgets=[16]",
+             "methods=[budget_forcing]", "n_votes=[]", "max_answer_tokens=4", "progress=false"]
+    # Two nodes: a local path is refused before anything is written, naming the field.
+    status, logs = submit(cluster, checkout, small, {**data, "S1RAY_STORAGE": str(store)})
+    assert status.endswith("FAILED") and "Traceback" not in logs, logs
+    assert f"output_dir: '{store / 'runs/eval/tiny'}' is a local path and this Ray cluster has 2 nodes" in logs, logs
+    # A path every node sees (here both nodes are this machine), declared shared as an NFS mount
+    # would be, works; the outputs land in the storage.
+    status, logs = submit(cluster, checkout, small, {**data, "S1RAY_STORAGE": str(store), "S1RAY_STORAGE_SHARED": "1"})
     assert status.endswith("SUCCEEDED"), logs
     out = store / "runs/eval/tiny"
     assert f"[s1ray] eval tiny: outputs in {out}" in logs
@@ -190,7 +227,8 @@ def test_eval_of_a_model_only_on_the_submitting_machine(cluster, checkout, tmp_p
 
 def test_pipeline_miniature(cluster, checkout, tmp_path):
     """The miniature pipeline job, reduced to its data stages (a small pool; no SFT, eval or Serve:
-    those take tens of minutes on 2 cores), from the plain checkout: no S1RAY_DATA_DIR, hub offline."""
+    those take tens of minutes on 2 cores), from the plain checkout: no S1RAY_DATA_DIR, hub offline.
+    Its outputs go to a shared path: the pipeline's work_dir and curation do not write to s3:// yet."""
     store = tmp_path / "store"
     pool = "{name: miniature, kind: miniature, n: 400, seed: 0}"
     status, logs = submit(cluster, checkout, [
@@ -198,7 +236,7 @@ def test_pipeline_miniature(cluster, checkout, tmp_path):
         "stages=[base_model,curation,heldout]", f"curation.sources=[{pool}]",
         "curation.quality.traces=[{kind: miniature_teacher, n: 400, seed: 0}]",
         "curation.difficulty.solvers=[{kind: miniature_weak_solver, name: weak_solver, n: 400, seed: 0}]",
-        "curation.selection.size=50", "heldout.n=10"], {"S1RAY_STORAGE": str(store)})
+        "curation.selection.size=50", "heldout.n=10"], {"S1RAY_STORAGE": str(store), "S1RAY_STORAGE_SHARED": "1"})
     assert status.endswith("SUCCEEDED"), logs
     work = store / "runs/pipeline/miniature"
     assert f"[s1ray] pipeline miniature: outputs in {work}" in logs
@@ -208,3 +246,28 @@ def test_pipeline_miniature(cluster, checkout, tmp_path):
     assert summary["stages"]["curation"]["result"]["final_rows"] == 50
     assert (work / "curation/dataset/s1k.parquet").is_file() and (work / "heldout.jsonl").is_file()
     assert (work / "base_model/config.json").is_file()
+
+
+def test_sft_across_both_nodes_writes_checkpoints_and_export_to_s3(cluster, checkout, s3_server, tmp_path):
+    """`jobs/train_sft.py` with one worker per node, ZeRO-3 over gloo, S1RAY_STORAGE on S3: the
+    checkpoints and the HF export land there, and the job says where."""
+    from s1ray.storage import Location
+    from s1ray.train.toy import write_toy_dataset
+
+    data = write_toy_dataset(tmp_path / "toy.jsonl", 8)  # an absolute path both nodes see
+    # storage_path is the config's relative runs/train: it lands under S1RAY_STORAGE, on S3
+    status, logs = submit(cluster, checkout, [
+        "python", "jobs/train_sft.py", "--config", "configs/train/tiny_cpu.yaml", "name=submitted",
+        f"model={checkout / '.tiny/model'}", f"dataset.source={data}", "max_steps=4",
+        "global_batch_size=2", "checkpoint_every_steps=2", "logging={report_every: 2}"],
+        {"S1RAY_STORAGE": s3_server.uri()})
+    assert status.endswith("SUCCEEDED"), logs
+    import pyarrow.fs as pafs
+
+    run_dir = Location(s3_server.uri("runs", "train", "submitted"))
+    dirs = [i.base_name for i in run_dir.fs.get_file_info(pafs.FileSelector(run_dir.root))
+            if i.type == pafs.FileType.Directory]
+    assert any(d.startswith("checkpoint") for d in dirs), dirs
+    export = Location(s3_server.uri("runs", "train", "submitted", "export"))
+    assert export.exists("config.json") and any(n.endswith(".safetensors") for n in export.names()), export.names()
+    assert s3_server.uri("runs", "train", "submitted") in logs, logs[-3000:]
