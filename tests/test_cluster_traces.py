@@ -1,6 +1,6 @@
 """Trace generation with a local vLLM teacher on the production topology in miniature: the
 2-node cluster of tests/cluster_fixtures.py, shards on the moto S3, and the node that runs the
-vLLM engine removed while rows are coming back, then replaced. Every (question, sample) ends in
+vLLM engine removed once the engine is up with the rows before it, then replaced. Every (question, sample) ends in
 the shards exactly once -- generated, or recorded with its error -- and a rerun generates
 nothing new unless rows failed, which it then regenerates.
 
@@ -81,17 +81,12 @@ def test_traces_survive_losing_the_engine_node(two_nodes, s3_server, tmp_path, t
 
     holder = Placeholder.options(scheduling_strategy=NodeAffinitySchedulingStrategy(head_id, soft=False)).remote()
     ray.get(holder.ready.remote())
-    rows_seen = threading.Event()
     seen: list = []
     outcome: dict = {}
 
-    def on_row(row):
-        seen.append(row)
-        rows_seen.set()
-
     def run():
         try:
-            outcome["result"] = run_traces(cfg, on_row=on_row)
+            outcome["result"] = run_traces(cfg, on_row=seen.append)
         except BaseException as e:  # handed to the test thread below
             outcome["error"] = e
 
@@ -100,13 +95,14 @@ def test_traces_survive_losing_the_engine_node(two_nodes, s3_server, tmp_path, t
     wait_for(lambda: _engine_node() is not None, "the engine actor alive", alive=thread.is_alive)
     engine_node = _engine_node()
     assert engine_node != head_id
-    wait_for(rows_seen.is_set, "the first rows back from the engine", alive=thread.is_alive)
+    # The engine is up and has all the work before it: lose its node now, so that the rows are
+    # in flight on it (waiting for rows back first races the engine, which can finish them all).
     (lost,) = [n for n in two_nodes.list_all_nodes() if n.node_id == engine_node]
     at_loss = len(seen)
     two_nodes.remove_node(lost)
     replacement = two_nodes.add_node(**NODE, resources={"node2": 1})
     assert at_loss < QUESTIONS * SAMPLES, "every row was back before the node was removed"
-    # the engine comes back on the replacement node, and the rows after the loss come from it
+    # the engine comes back on the replacement node, and the rows come from it
     wait_for(lambda: _engine_node() == replacement.node_id, "an engine on the replacement node",
              alive=thread.is_alive)
     thread.join(1200)
