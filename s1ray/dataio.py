@@ -179,10 +179,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path | str:
     """``write(tmp)`` to a hidden temporary file beside ``path``, fsync it, ``os.replace`` it into
     place: a reader sees the old file or the whole new one, never a part. The temporary file is
-    removed when ``write`` fails."""
+    removed when ``write`` fails. ``path`` may be a URI (``s3://bucket/key``): the file is
+    written locally, then uploaded in one PUT, and objects appear whole."""
+    if isinstance(path, str) and "://" in path:
+        return _put_object(path, write)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -198,12 +201,33 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     return path
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
+def _put_object(uri: str, write: Callable[[Path], Any]) -> str:
+    import tempfile
+
+    import pyarrow.fs as pafs
+
+    fs, key = pafs.FileSystem.from_uri(uri)
+    with tempfile.TemporaryDirectory(prefix="s1ray-put-") as tmp_dir:
+        tmp = Path(tmp_dir) / Path(key).name
+        write(tmp)
+        with open(tmp, "rb") as src, fs.open_output_stream(key) as dst:
+            shutil.copyfileobj(src, dst, length=8 << 20)
+    return uri
+
+
+def join_location(where: str | Path, name: str) -> str | Path:
+    """``where``/``name`` for a local directory (a Path) or a URI (a str: ``Path`` would fold ``//``)."""
+    if isinstance(where, str) and "://" in where:
+        return where.rstrip("/") + "/" + name
+    return Path(where) / name
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path | str:
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = 1, sort_keys: bool = False,
-                      default: Callable[[Any], Any] | None = None) -> Path:
+                      default: Callable[[Any], Any] | None = None) -> Path | str:
     return write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=sort_keys, default=default) + "\n")
 
 

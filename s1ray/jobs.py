@@ -125,10 +125,10 @@ def _eval_dry_run(cfg) -> int:
     from collections import Counter
 
     from s1ray.eval.samples import read_samples, sample_key
-    from s1ray.eval.sweep import SAMPLES_FILE, load_items, plan_sweep
+    from s1ray.eval.sweep import load_items, plan_sweep
 
     specs = plan_sweep(cfg, load_items(cfg))
-    done = {sample_key(r) for r in read_samples(Path(cfg.resolved_output_dir()) / SAMPLES_FILE)}
+    done = {sample_key(r) for r in read_samples(cfg.resolved_output_dir())}
     todo = Counter((s.item.dataset, s.mode, s.method) for s in specs if s.key not in done)
     say(f"{len(specs)} samples planned, {len(specs) - sum(todo.values())} already done")
     for (d, mode, m), n in sorted(todo.items()):

@@ -38,6 +38,44 @@ def test_storage_round_trip_on_s3(s3_server, monkeypatch):
         assert sorted(Location(out).names()) == ["manifest.json", *(f"shard-{i:05d}.{fmt}" for i in range(3))]
 
 
+def test_eval_sweep_writes_to_s3_and_resumes_there(s3_server, tmp_path, monkeypatch):
+    """An eval sweep with S1RAY_STORAGE=s3://...: the sample log is one object per batch (S3 has no
+    append), reports and plots land beside it, a rerun generates only what failed, and the
+    metrics equal the same sweep's on a local directory. (Generation is the sweep tests' scripted
+    backend: what is under test is the storage.)"""
+    from test_eval_sweep import ScriptedBackend, sums_file
+
+    from s1ray.eval.config import EvalConfig
+    from s1ray.eval.samples import PARTS_DIR, read_samples
+    from s1ray.eval.sweep import SetupMismatch, run_sweep
+
+    sums = sums_file(tmp_path)
+    spec = {"name": "s3", "datasets": [{"name": "sums", "path": str(sums)}], "methods": ["budget_forcing"],
+            "budgets": [16, 48], "n_votes": [1, 3], "base_url": "http://unused", "output_dir": "runs/eval/{name}",
+            "progress": False, "flush_every": 3}
+    monkeypatch.setenv(STORAGE_ENV, s3_server.uri("s1ray"))
+    cfg = EvalConfig.model_validate(spec)
+    first = run_sweep(cfg, backend=ScriptedBackend(fail_on=3))
+    out = s3_server.uri("s1ray", "runs", "eval", "s3")
+    assert first.output_dir == out and first.failed == 5 and first.generated == 15
+    loc = Location(out)
+    assert {"run.json", "metrics.md", "metrics.csv", "points.csv", "voting.csv", "accuracy_vs_thinking.png",
+            "voting_vs_forcing.png", "samples.parquet"} <= set(loc.names())
+    assert loc.read_bytes("accuracy_vs_thinking.png")[:8] == b"\x89PNG\r\n\x1a\n"
+    parts = Location(f"{out}/{PARTS_DIR}").names()
+    assert len(parts) == 5 and len(read_samples(out)) == 15  # 15 samples in batches of 3
+    again = ScriptedBackend()
+    second = run_sweep(cfg, backend=again)
+    assert (second.skipped, second.generated, second.failed, again.calls) == (15, 5, 0, 5)
+    assert run_sweep(cfg, backend=ScriptedBackend()).generated == 0
+    with pytest.raises(SetupMismatch, match="temperature"):
+        run_sweep(EvalConfig.model_validate({**spec, "temperature": 0.5}), backend=ScriptedBackend())
+    monkeypatch.setenv(STORAGE_ENV, str(tmp_path / "local"))
+    local = run_sweep(cfg, backend=ScriptedBackend())
+    assert local.method_rows == second.method_rows and local.vote_rows == second.vote_rows
+    assert "| budget_forcing |" in loc.read_text("metrics.md")
+
+
 def test_node_local_storage_is_refused_on_two_nodes(two_nodes, tiny_model_dir, tmp_path, monkeypatch):
     from s1ray.train.config import TrainConfig
     from s1ray.train.toy import write_toy_dataset

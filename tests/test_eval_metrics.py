@@ -135,21 +135,21 @@ def test_markdown_and_csv():
 
 # ------------------------------------------------------------------ sample log
 def test_sample_log_is_append_only_tolerant_and_deduplicated(tmp_path):
-    p = tmp_path / "s.jsonl"
-    w = SampleWriter(p)
+    p = tmp_path / "samples.jsonl"
+    w = SampleWriter(tmp_path)
     recs = [_s("d", f"q{i}", "m", "8", 8, i, True) for i in range(3)]
     w.append(recs[:2])
     # a crash mid-write: a torn last line
     with p.open("a") as f:
         f.write('{"dataset": "d", "id": "q2", "mo')
-    assert [r["id"] for r in read_samples(p)] == ["q0", "q1"]
-    w2 = SampleWriter(p)  # repairs the torn tail so the next batch starts on its own line
+    assert [r["id"] for r in read_samples(tmp_path)] == ["q0", "q1"]
+    w2 = SampleWriter(tmp_path)  # repairs the torn tail so the next batch starts on its own line
     w2.append([recs[2], {**recs[0], "correct": False}])  # a duplicate key: the later one wins
-    got = {r["id"]: r for r in read_samples(p)}
+    got = {r["id"]: r for r in read_samples(tmp_path)}
     assert sorted(got) == ["q0", "q1", "q2"] and got["q0"]["correct"] is False
     assert sample_key(recs[0]) == ("d", "q0", "seq", "m", "8", "0")
     # junk lines and records without a key are skipped
     with p.open("a") as f:
         f.write("not json\n" + json.dumps({"x": 1}) + "\n")
-    assert len(read_samples(p)) == 3
-    assert read_samples(tmp_path / "missing.jsonl") == []
+    assert len(read_samples(tmp_path)) == 3
+    assert read_samples(tmp_path / "missing") == []

@@ -9,7 +9,8 @@ import pytest
 
 from s1ray.eval.config import EvalConfig
 from s1ray.eval.report import summary
-from s1ray.eval.sweep import SAMPLES_FILE, run_sweep
+from s1ray.eval.samples import SAMPLES_FILE
+from s1ray.eval.sweep import run_sweep
 
 
 def check_png(path, min_size=(200, 300)):
@@ -62,12 +63,16 @@ class ScriptedBackend:
                 "accepted": True, "finish_reason": "stop"}
 
 
-@pytest.fixture
-def sums(tmp_path):
+def sums_file(tmp_path):
     p = tmp_path / "sums.jsonl"
     p.write_text("".join(json.dumps({"id": f"s{a}", "question": f"What is {a}+{a + 10}?", "answer": str(2 * a + 10)})
                          + "\n" for a in range(1, 5)))
     return p
+
+
+@pytest.fixture
+def sums(tmp_path):
+    return sums_file(tmp_path)
 
 
 def scripted_cfg(tmp_path, sums, **kw):

@@ -90,10 +90,10 @@ def test_the_same_model_and_seed_give_the_same_samples(miniature):
     from s1ray.eval.sweep import run_sweep
 
     runner, summary, work = miniature
-    first = Path(summary["stages"]["eval"]["result"]["trained"]["output_dir"]) / "samples.jsonl"
+    first = summary["stages"]["eval"]["result"]["trained"]["output_dir"]
     again = run_sweep(runner.eval_cfg(str(work / "model"), "eval_again"))
     key = lambda s: (s["method"], s["budget"], s["id"])  # noqa: E731
     fields = ("answer", "extracted", "thinking_tokens", "answer_tokens", "num_waits", "forced_end", "correct")
     a = {key(s): tuple(s.get(f) for f in fields) for s in read_samples(first)}
-    b = {key(s): tuple(s.get(f) for f in fields) for s in read_samples(Path(again.output_dir) / "samples.jsonl")}
+    b = {key(s): tuple(s.get(f) for f in fields) for s in read_samples(again.output_dir)}
     assert len(a) == 420 and a == b

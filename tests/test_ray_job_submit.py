@@ -7,9 +7,9 @@ The working dir is a copy of the checkout as git sees it, plus what a user's che
 beside the tracked files: a local model under `.tiny/`, a `.venv/`, `runs/` and caches. What Ray
 uploads is listed by a job; the eval of a model that exists only on the submitting machine fails
 on the driver with the line that says what to do; node-local storage is refused on two nodes;
-with an absolute model path and S1RAY_STORAGE on a path both nodes see (declared shared) the
-eval and (a reduced) pipeline miniature write their outputs there and say so; SFT across the two
-nodes writes its checkpoints and HF export to S3.
+with an absolute model path and S1RAY_STORAGE on S3 the eval writes its outputs there and says so;
+(a reduced) pipeline miniature writes to a path both nodes see (declared shared); SFT across the
+two nodes writes its checkpoints and HF export to S3.
 """
 
 from __future__ import annotations
@@ -197,7 +197,10 @@ def test_upload_leaves_out_venv_runs_models_and_caches(cluster, checkout):
 
 
 @pytest.mark.skipif(not SHARED_DATA, reason="needs S1RAY_DATA_DIR (the MATH500/AIME24 files; the hub is offline here)")
-def test_eval_of_a_model_only_on_the_submitting_machine(cluster, checkout, tmp_path):
+def test_eval_of_a_model_only_on_the_submitting_machine(cluster, checkout, s3_server, tmp_path):
+    from s1ray.eval.samples import read_samples
+    from s1ray.storage import Location
+
     entry = ["python", "jobs/evaluate.py", "--config", "configs/eval/tiny.yaml"]
     store = tmp_path / "store"
     data = {"S1RAY_DATA_DIR": str(Path(SHARED_DATA).resolve())}
@@ -215,13 +218,13 @@ def test_eval_of_a_model_only_on_the_submitting_machine(cluster, checkout, tmp_p
     status, logs = submit(cluster, checkout, small, {**data, "S1RAY_STORAGE": str(store)})
     assert status.endswith("FAILED") and "Traceback" not in logs, logs
     assert f"output_dir: '{store / 'runs/eval/tiny'}' is a local path and this Ray cluster has 2 nodes" in logs, logs
-    # A path every node sees (here both nodes are this machine), declared shared as an NFS mount
-    # would be, works; the outputs land in the storage.
-    status, logs = submit(cluster, checkout, small, {**data, "S1RAY_STORAGE": str(store), "S1RAY_STORAGE_SHARED": "1"})
+    # S3, which every node reaches: the outputs land there (the sample log as one object per batch).
+    status, logs = submit(cluster, checkout, small, {**data, "S1RAY_STORAGE": s3_server.uri("store")})
     assert status.endswith("SUCCEEDED"), logs
-    out = store / "runs/eval/tiny"
+    out = s3_server.uri("store", "runs", "eval", "tiny")
     assert f"[s1ray] eval tiny: outputs in {out}" in logs
-    assert (out / "metrics.md").is_file() and len((out / "samples.jsonl").read_text().splitlines()) == 2
+    assert {"metrics.md", "run.json", "accuracy_vs_thinking.png"} <= set(Location(out).names())
+    assert len(read_samples(out)) == 2
     assert not (checkout / "runs/eval").exists()
 
 

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from s1ray.eval.config import EvalConfig
-from s1ray.eval.samples import SAMPLES_FILE, read_samples, sample_key
+from s1ray.dataio import atomic_write, join_location, write_text_atomic
+from s1ray.eval.samples import read_samples, sample_key
 
 if TYPE_CHECKING:
     from s1ray.eval.sweep import SweepResult
@@ -17,37 +18,40 @@ def write_reports(cfg: EvalConfig, keys: set[tuple] | None, res: SweepResult) ->
     from s1ray.eval import metrics, plots, tables
 
     out = res.output_dir
-    samples = [s for s in read_samples(out / SAMPLES_FILE) if keys is None or sample_key(s) in keys]
+    samples = [s for s in read_samples(out) if keys is None or sample_key(s) in keys]
     res.point_rows = metrics.budget_points(samples)
     res.method_rows = metrics.method_table(res.point_rows, cfg.methods)
     res.vote_rows = metrics.voting_curve(samples, cfg.n_votes) if cfg.n_votes else []
     f = res.files
-    f["metrics.md"] = tables.write_text_atomic(
-        out / "metrics.md",
-        tables.metrics_markdown(res.method_rows, res.point_rows, res.vote_rows, title=f"Evaluation: {cfg.name}"),
-    )
-    f["metrics.csv"] = tables.write_text_atomic(out / "metrics.csv", tables.csv_text(res.method_rows))
-    f["points.csv"] = tables.write_text_atomic(out / "points.csv", tables.csv_text(res.point_rows))
+    texts = {
+        "metrics.md": tables.metrics_markdown(res.method_rows, res.point_rows, res.vote_rows,
+                                              title=f"Evaluation: {cfg.name}"),
+        "metrics.csv": tables.csv_text(res.method_rows),
+        "points.csv": tables.csv_text(res.point_rows),
+    }
     if res.vote_rows:
-        f["voting.csv"] = tables.write_text_atomic(out / "voting.csv", tables.csv_text(res.vote_rows))
+        texts["voting.csv"] = tables.csv_text(res.vote_rows)
+    for name, text in texts.items():
+        f[name] = write_text_atomic(join_location(out, name), text)
     f["accuracy_vs_thinking.png"] = plots.plot_accuracy_vs_thinking(
-        res.point_rows, out / "accuracy_vs_thinking.png", log_x=cfg.log_x, title=cfg.name
+        res.point_rows, join_location(out, "accuracy_vs_thinking.png"), log_x=cfg.log_x, title=cfg.name
     )
     forcing = "budget_forcing" if "budget_forcing" in cfg.methods else cfg.methods[0]
     f["voting_vs_forcing.png"] = plots.plot_voting_vs_forcing(
-        res.point_rows, res.vote_rows, out / "voting_vs_forcing.png", forcing, log_x=cfg.log_x, title=cfg.name
+        res.point_rows, res.vote_rows, join_location(out, "voting_vs_forcing.png"), forcing, log_x=cfg.log_x,
+        title=cfg.name,
     )
-    try:
+    if samples:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        if samples:
-            tmp = out / "samples.parquet.tmp"
-            pq.write_table(pa.Table.from_pylist(samples), tmp)
-            tmp.replace(out / "samples.parquet")
-            f["samples.parquet"] = out / "samples.parquet"
-    except Exception:  # parquet is a convenience copy; samples.jsonl is the record
-        pass
+        try:
+            table = pa.Table.from_pylist(samples)
+        except (pa.ArrowException, TypeError, ValueError):  # a convenience copy; the sample log is the record
+            table = None
+        if table is not None:
+            f["samples.parquet"] = atomic_write(join_location(out, "samples.parquet"),
+                                                lambda tmp: pq.write_table(table, tmp))
     return res
 
 

@@ -1,20 +1,30 @@
-"""The sample log: one JSON object per finished generation in ``samples.jsonl`` (pure).
+"""The sample log: one JSON object per finished generation, kept in a sweep's output directory.
 
-Durability: batches are appended with one ``write`` + ``flush`` + ``fsync``. A crash can leave
-at most a torn last line; the reader skips lines that do not parse, and the writer first ends
-a torn line with a newline so the next batch starts clean. A rerun reads the log and skips every
-sample whose key is present.
+A local (or NFS) directory holds one file, ``samples.jsonl``. Batches are appended with one
+``write`` + ``flush`` + ``fsync``; a crash can leave at most a torn last line, which the reader
+skips, and the writer first ends a torn line with a newline so the next batch starts clean.
+
+Object storage (``s3://...``) has no append, so there each batch is one more object,
+``samples/part-<run>-<seq>.jsonl``, uploaded whole (a reader never sees half of one). The part
+names sort in the order they were written, so "later duplicates win" holds across runs too.
+
+A rerun reads the log and skips every sample whose key is present.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from s1ray.storage import Location
+
 SAMPLES_FILE = "samples.jsonl"  # the log's name in a sweep's output_dir
+PARTS_DIR = "samples"  # on object storage: one object per appended batch
 KEY_FIELDS = ("dataset", "id", "mode", "method", "budget", "sample")
 
 
@@ -23,14 +33,26 @@ def sample_key(rec: dict[str, Any]) -> tuple:
     return tuple(str(rec[k]) for k in KEY_FIELDS)
 
 
-def read_samples(path: str | Path) -> list[dict[str, Any]]:
-    """Every complete record; torn or foreign lines are skipped. Later duplicates win."""
-    p = Path(path)
-    if not p.is_file():
-        return []
+def _as_location(where: str | Path | Location) -> Location:
+    return where if isinstance(where, Location) else Location(where)
+
+
+def _log_texts(loc: Location) -> Iterable[str]:
+    if loc.exists(SAMPLES_FILE):
+        yield loc.read_bytes(SAMPLES_FILE).decode("utf-8", errors="replace")
+    if not loc.local:
+        parts = Location(loc.uri(PARTS_DIR))
+        for name in parts.names():
+            if name.endswith(".jsonl"):
+                yield parts.read_bytes(name).decode("utf-8", errors="replace")
+
+
+def read_samples(out_dir: str | Path | Location) -> list[dict[str, Any]]:
+    """Every complete record in the log of the sweep directory ``out_dir`` (none when there is no
+    log yet); torn or foreign lines are skipped. Later duplicates win."""
     by_key: dict[tuple, dict[str, Any]] = {}
-    with p.open(encoding="utf-8", errors="replace") as f:
-        for line in f:
+    for text in _log_texts(_as_location(out_dir)):
+        for line in text.splitlines():
             line = line.strip()
             if not line:
                 continue
@@ -43,13 +65,18 @@ def read_samples(path: str | Path) -> list[dict[str, Any]]:
 
 
 class SampleWriter:
-    """Appends batches of records durably."""
+    """Appends batches of records durably to the log of the sweep directory ``out_dir``."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, out_dir: str | Path | Location):
+        self.loc = _as_location(out_dir)
+        self.loc.makedirs()
         self.written = 0
-        self._repair_tail()
+        # Sortable and unique per writer: a later run's parts sort after an earlier run's.
+        self._run = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+        self._parts = 0
+        if self.loc.local:
+            self.path = Path(self.loc.path(SAMPLES_FILE))
+            self._repair_tail()
 
     def _repair_tail(self) -> None:
         if not self.path.is_file() or self.path.stat().st_size == 0:
@@ -68,9 +95,13 @@ class SampleWriter:
         if not recs:
             return 0
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs).encode("utf-8")
-        with self.path.open("ab") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        if self.loc.local:
+            with self.path.open("ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        else:
+            self._parts += 1
+            self.loc.write_bytes(f"{PARTS_DIR}/part-{self._run}-{self._parts:06d}.jsonl", data)
         self.written += len(recs)
         return len(recs)

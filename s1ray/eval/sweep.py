@@ -1,7 +1,7 @@
 """An evaluation sweep: datasets x methods x budgets (+ majority voting), resumable.
 
 ``run_sweep(cfg)`` plans one *sample* per (dataset, question, mode, method, budget, sample
-index), skips the ones already in ``<output_dir>/samples.jsonl``, generates the rest through a
+index), skips the ones already in the sample log (:mod:`s1ray.eval.samples`), generates the rest through a
 backend (Ray engine actors or a Serve endpoint) with ``cfg.concurrency`` requests in flight,
 grades each in the driver, appends finished samples in batches, and then writes
 (:mod:`s1ray.eval.report`)
@@ -28,7 +28,8 @@ from s1ray.eval.config import BudgetSpec, EvalConfig
 from s1ray.eval.data import EvalItem, load_dataset_items
 from s1ray.answers import extract_answer, is_equivalent
 from s1ray.eval.report import write_reports
-from s1ray.eval.samples import SAMPLES_FILE, SampleWriter, read_samples, sample_key
+from s1ray.eval.samples import SampleWriter, read_samples, sample_key
+from s1ray.storage import Location
 
 RUN_FILE = "run.json"
 
@@ -57,7 +58,7 @@ class SampleSpec:
 
 @dataclass
 class SweepResult:
-    output_dir: Path
+    output_dir: str  # a local path or a URI (s3://...)
     planned: int = 0
     skipped: int = 0  # already in samples.jsonl
     generated: int = 0  # new generations this run
@@ -69,7 +70,7 @@ class SweepResult:
     method_rows: list[dict] = field(default_factory=list)
     point_rows: list[dict] = field(default_factory=list)
     vote_rows: list[dict] = field(default_factory=list)
-    files: dict[str, Path] = field(default_factory=dict)
+    files: dict[str, Path | str] = field(default_factory=dict)
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -305,14 +306,13 @@ def fingerprint(cfg: EvalConfig) -> dict[str, Any]:
     }
 
 
-def check_setup(out_dir: Path, cfg: EvalConfig) -> None:
+def check_setup(out_dir: Location, cfg: EvalConfig) -> None:
     """Refuse to mix samples from different setups in one directory; record this setup."""
     import json
 
     new = fingerprint(cfg)
-    path = out_dir / RUN_FILE
-    if path.is_file():
-        old = json.loads(path.read_text())
+    if out_dir.exists(RUN_FILE):
+        old = json.loads(out_dir.read_text(RUN_FILE))
         changed = [k for k in new if k != "datasets" and k in old and old[k] != new[k]]
         old_ds = old.get("datasets", {})
         changed += [f"datasets.{n}" for n, spec in new["datasets"].items() if n in old_ds and old_ds[n] != spec]
@@ -322,24 +322,22 @@ def check_setup(out_dir: Path, cfg: EvalConfig) -> None:
                 "give a new output_dir, or delete it to start over"
             )
         new["datasets"] = {**old.get("datasets", {}), **new["datasets"]}
-    from s1ray.eval.tables import write_text_atomic
-
-    write_text_atomic(path, json.dumps(new, indent=2, sort_keys=True) + "\n")
+    out_dir.write_text(RUN_FILE, json.dumps(new, indent=2, sort_keys=True) + "\n")
 
 
 def run_sweep(cfg: EvalConfig, backend=None, report: bool = True) -> SweepResult:
     """Plan, skip what is done, generate the rest, write reports. ``backend``: inject one (tests)."""
     from s1ray.storage import announce, check_model
 
-    out_dir = Path(cfg.resolved_output_dir())
+    out_dir = Location(cfg.resolved_output_dir())
     if cfg.engine is not None:  # before any engine actor starts
         check_model(cfg.engine.model, "engine.model")
     specs = plan_sweep(cfg, load_items(cfg))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    res = SweepResult(out_dir)
+    out_dir.makedirs()
+    res = SweepResult(str(out_dir))
     check_setup(out_dir, cfg)
     res.planned = len(specs)
-    done = {sample_key(r) for r in read_samples(out_dir / SAMPLES_FILE)}
+    done = {sample_key(r) for r in read_samples(out_dir)}
     pending = [s for s in specs if s.key not in done]
     res.skipped = res.planned - len(pending)
     if pending:
@@ -352,7 +350,7 @@ def run_sweep(cfg: EvalConfig, backend=None, report: bool = True) -> SweepResult
                 check_shared(str(out_dir), "output_dir")
             backend = make_backend(cfg)
         try:
-            asyncio.run(_run(pending, backend, cfg, SampleWriter(out_dir / SAMPLES_FILE), res))
+            asyncio.run(_run(pending, backend, cfg, SampleWriter(out_dir), res))
         finally:
             if started_ray:
                 import ray

@@ -7,8 +7,6 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from s1ray.dataio import write_text_atomic  # noqa: F401  (the tables' writer, used as tables.write_text_atomic)
-
 # column -> (header, kind): kind "pct" prints a fraction as a percentage, "num" a number.
 METHOD_COLUMNS = (
     ("method", "Method", "str"),

@@ -40,9 +40,9 @@ def extrapolation_budgets(p) -> list[dict[str, Any]]:
 
 
 def _samples(res) -> list[dict]:
-    from s1ray.eval.samples import SAMPLES_FILE, read_samples
+    from s1ray.eval.samples import read_samples
 
-    return list(read_samples(Path(res.output_dir) / SAMPLES_FILE))
+    return list(read_samples(res.output_dir))
 
 
 def _curated_rows(path: Path) -> int:
