@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -231,8 +231,17 @@ def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = 1, sor
     return write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=sort_keys, default=default) + "\n")
 
 
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Swap the finished directory ``tmp`` in as ``final`` (the old one, if any, is removed)."""
+def replace_dir(tmp: Path, final: str | Path, *, last: Sequence[str] = ()) -> None:
+    """Swap the finished directory ``tmp`` in as ``final`` (the old one, if any, is removed).
+
+    ``final`` may be a URI (``s3://bucket/prefix``), where no rename exists: the old objects are
+    deleted (the ``last`` names -- completion markers -- first), ``tmp``'s files uploaded, the
+    ``last`` ones after all the others, and ``tmp`` removed. A reader that trusts only a
+    directory whose marker is there never sees a half-written one."""
+    if isinstance(final, str) and "://" in final:
+        _put_dir(Path(tmp), final, tuple(last))
+        return
+    final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     old = None
     if final.exists():
@@ -242,6 +251,29 @@ def replace_dir(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _put_dir(tmp: Path, uri: str, last: tuple[str, ...]) -> None:
+    import tempfile
+
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(uri)
+    root = root.rstrip("/")
+    for name in last:
+        if fs.get_file_info(f"{root}/{name}").type == pafs.FileType.File:
+            fs.delete_file(f"{root}/{name}")
+    fs.delete_dir_contents(root, missing_dir_ok=True)
+    with tempfile.TemporaryDirectory(prefix="s1ray-last-") as side:
+        held = [(name, Path(side) / name) for name in last if (tmp / name).is_file()]
+        for name, dst in held:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(tmp / name, dst)
+        local = pafs.LocalFileSystem()
+        pafs.copy_files(str(tmp.resolve()), root, source_filesystem=local, destination_filesystem=fs)
+        for name, src in held:
+            pafs.copy_files(str(src), f"{root}/{name}", source_filesystem=local, destination_filesystem=fs)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 # -- fingerprints -----------------------------------------------------------------------------

@@ -38,6 +38,39 @@ def test_storage_round_trip_on_s3(s3_server, monkeypatch):
         assert sorted(Location(out).names()) == ["manifest.json", *(f"shard-{i:05d}.{fmt}" for i in range(3))]
 
 
+def test_a_stage_on_s3_counts_as_done_only_when_whole(s3_server, monkeypatch):
+    """Curation's stage store on S3: a commit replaces the stage's old objects and uploads the
+    marker last, after deleting the old marker first, so an upload that dies midway (a fault
+    injected at pyarrow's copy) leaves a stage that is not done rather than a mix."""
+    import pyarrow.fs as pafs
+
+    from s1ray.curation.store import StageStore
+
+    store = StageStore(s3_server.uri("stores", "a"))
+
+    def commit(name: str, fp: str):
+        tmp = store.begin("dedupe")
+        (tmp / "kept").mkdir()
+        (tmp / "kept" / name).write_bytes(b"x")
+        store.commit("dedupe", tmp, fp, {"rows_in": 1})
+        assert not tmp.exists()
+
+    commit("old.parquet", "fp1")
+    assert store.is_done("dedupe", "fp1") and Location(store.kept("dedupe")).names() == ["old.parquet"]
+    real = pafs.copy_files
+
+    def dies_midway(*args, **kwargs):
+        raise OSError("injected: the connection dropped")
+
+    monkeypatch.setattr(pafs, "copy_files", dies_midway)
+    with pytest.raises(OSError, match="injected"):
+        commit("new.parquet", "fp2")
+    assert store.marker("dedupe") is None  # neither the old stage nor half of the new one
+    monkeypatch.setattr(pafs, "copy_files", real)
+    commit("new.parquet", "fp2")
+    assert store.is_done("dedupe", "fp2") and Location(store.kept("dedupe")).names() == ["new.parquet"]
+
+
 def test_eval_sweep_writes_to_s3_and_resumes_there(s3_server, tmp_path, monkeypatch):
     """An eval sweep with S1RAY_STORAGE=s3://...: the sample log is one object per batch (S3 has no
     append), reports and plots land beside it, a rerun generates only what failed, and the

@@ -6,6 +6,7 @@ trace_lengths.png (matplotlib, Agg). Written atomically after every run, from th
 from __future__ import annotations
 
 import json
+import tempfile
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -15,16 +16,16 @@ import pyarrow.parquet as pq
 
 from s1ray.curation.config import STAGES, CurationConfig
 from s1ray.curation.store import StageStore
-from s1ray.dataio import replace_dir
+from s1ray.dataio import join_location, replace_dir
+from s1ray.storage import Location
 
 
-def _column(path: Path, col: str) -> list:
-    if not path.is_dir():
-        return []
+def _column(path: str | Path, col: str) -> list:
+    loc = Location(path)
     out: list = []
-    for f in sorted(path.glob("*.parquet")):
-        t = pq.read_table(f, columns=[col])
-        out.extend(t.column(col).to_pylist())
+    for name in loc.names():
+        if name.endswith(".parquet"):
+            out.extend(pq.read_table(loc.path(name), columns=[col], filesystem=loc.fs).column(col).to_pylist())
     return out
 
 
@@ -97,7 +98,7 @@ def _stats(xs: list[int]) -> dict[str, Any]:
 def build_report(cfg: CurationConfig, store: StageStore, result) -> dict[str, Any]:
     last = STAGES.index(cfg.until) if cfg.until else len(STAGES) - 1  # later markers may be stale
     stages = {s: (store.marker(s) or {}).get("stats", {}) for s in STAGES[: last + 1]}
-    final_domains = Counter(_column(store.dir("select") / "kept", "domain"))
+    final_domains = Counter(_column(store.kept("select"), "domain"))
     pool_lengths = [x for x in _column(store.kept("domains"), "thinking_tokens") if x is not None]
     final_lengths = [x for x in _column(store.kept("select"), "thinking_tokens") if x is not None]
     return {
@@ -155,12 +156,15 @@ def _markdown(rep: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(cfg: CurationConfig, store: StageStore, result) -> Path:
+def write_report(cfg: CurationConfig, store: StageStore, result) -> str | Path:
     rep = build_report(cfg, store, result)
     pool_lengths, final_lengths = rep.pop("_lengths")
-    final_dir = Path(cfg.output_dir) / "report"
-    tmp = final_dir.parent / f".report.tmp-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir(parents=True)
+    final_dir = join_location(cfg.output_dir, "report")
+    if isinstance(final_dir, Path):
+        tmp = final_dir.parent / f".report.tmp-{uuid.uuid4().hex[:12]}"
+        tmp.mkdir(parents=True)
+    else:  # object storage: written here, then uploaded
+        tmp = Path(tempfile.mkdtemp(prefix="s1ray-curation-report-"))
     (tmp / "report.json").write_text(json.dumps(rep, indent=1, default=str) + "\n")
     (tmp / "report.md").write_text(_markdown(rep))
     final = rep["domains"]["final"] or rep["domains"]["pool"]
