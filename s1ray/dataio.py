@@ -5,7 +5,7 @@ in one form works in every job and a crash never leaves half a file.
 
 * :func:`load_records` / :func:`iter_records` -- rows (dicts) of a ``.jsonl``/``.json``/``.csv``
   /``.parquet`` file, a folder of ``.parquet`` files, a ``datasets`` ``save_to_disk`` folder, or
-  a HF hub dataset. :func:`load_hf` is the HF part alone (a ``datasets.Dataset``), for callers
+  a HF hub dataset; a file or folder may be a URI (``s3://...``), read from a local copy. :func:`load_hf` is the HF part alone (a ``datasets.Dataset``), for callers
   that hand the dataset to Ray.
 * :func:`atomic_write` -- write a temporary file beside the target, fsync, ``os.replace``;
   :func:`replace_dir` does the same for a finished directory.
@@ -39,8 +39,9 @@ class DataError(ValueError):
 
 # -- reading ----------------------------------------------------------------------------------
 def iter_file(path: str | Path, fmt: str = "auto") -> Iterator[dict[str, Any]]:
-    """Rows of one local file; ``fmt`` (jsonl, json, csv, parquet) defaults to the suffix's."""
-    p = Path(path)
+    """Rows of one file (local, or a URI: read from a local copy); ``fmt`` (jsonl, json, csv,
+    parquet) defaults to the suffix's."""
+    p = Path(_local(str(path), "data file"))
     if not p.is_file():
         raise DataError(f"data file {str(p)!r} does not exist")
     kind = FILE_FORMATS.get(p.suffix.lower()) if fmt == "auto" else fmt
@@ -57,6 +58,18 @@ def iter_file(path: str | Path, fmt: str = "auto") -> Iterator[dict[str, Any]]:
         yield from pq.read_table(p).to_pylist()
     else:
         raise DataError(f"{p}: unsupported file type {p.suffix!r} (use .jsonl, .json, .csv or .parquet)")
+
+
+def _local(source: str, where: str) -> str:
+    """``source`` itself, or for a URI (``s3://...``) the path of its local copy."""
+    if "://" not in source:
+        return source
+    from s1ray.storage import local_copy
+
+    try:
+        return local_copy(source)
+    except (FileNotFoundError, OSError) as exc:
+        raise DataError(f"{where}: {source!r} cannot be read: {exc}") from None
 
 
 def read_file(path: str | Path, fmt: str = "auto") -> list[dict[str, Any]]:
@@ -114,6 +127,7 @@ def load_hf(path: str, *, split: str = "train", config: str | None = None, revis
 def record_format(source: str, fmt: str = "auto", where: str = "source") -> str:
     """What ``source`` is: a file format (jsonl, json, csv, parquet), ``parquet_dir`` or ``hf``
     (a ``save_to_disk`` folder or a hub name). ``where`` names the config field in errors."""
+    source = _local(source, where)
     p = Path(source)
     if fmt == "hf":
         return fmt
@@ -142,6 +156,7 @@ def record_format(source: str, fmt: str = "auto", where: str = "source") -> str:
 def iter_records(source: str, *, fmt: str = "auto", split: str = "train", config: str | None = None,
                  where: str = "source") -> Iterator[dict[str, Any]]:
     """Rows of ``source`` in any supported form (see the module docstring), read lazily."""
+    source = _local(source, where)
     kind = record_format(source, fmt, where)
     if kind == "parquet_dir":
         for f in sorted(Path(source).glob("*.parquet")):

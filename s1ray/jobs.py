@@ -50,7 +50,8 @@ def pipeline(cfg, args: argparse.Namespace) -> int:
 
     runner = PipelineRunner(cfg)
     say(f"s1ray pipeline {cfg.name}: stages {', '.join(cfg.stages)}")
-    say(f"  outputs in {runner.work}, one log per stage in {runner.logs_dir}")
+    copied = f" (each copied to {runner.at('logs')})" if runner.remote else ""
+    say(f"  outputs in {runner.work}, one log per stage in {runner.logs_dir}{copied}")
     summary = runner.run()
     for line in final_lines(summary):
         say(line)

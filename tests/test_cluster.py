@@ -1,8 +1,10 @@
 """Storage on the production topology in miniature (tests/cluster_fixtures.py): S3 through
 pyarrow, a node-local path refused on a 2-node cluster, and a Ray Data job whose tasks run on
-both nodes and write to S3."""
+both nodes and write to S3; the stage store, eval sweeps and the loaders' local copies on S3."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from cluster_fixtures import s3_server, two_nodes, wait_for  # noqa: F401  (fixtures)
@@ -36,6 +38,36 @@ def test_storage_round_trip_on_s3(s3_server, monkeypatch):
         again = ShardWriter(out, fmt, shard_size=2, generation={"teacher": "x"})
         assert len(again.done) == 5 and not again.add(rows[0])
         assert sorted(Location(out).names()) == ["manifest.json", *(f"shard-{i:05d}.{fmt}" for i in range(3))]
+
+
+def test_loaders_read_s3_through_one_local_copy_per_node(s3_server, tmp_path, monkeypatch):
+    """Models and datasets on S3 (an SFT export, a curated set) load through a local copy:
+    made once, reused while the objects are unchanged, made again when they are rewritten."""
+    from s1ray.dataio import DataError, load_records, replace_dir, write_text_atomic
+    from s1ray.storage import CACHE_ENV, check_model, local_copy
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    model = s3_server.uri("copies", "model")
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    (staged / "weights.bin").write_bytes(b"w1")
+    with pytest.raises(ConfigError, match=r"^engine.model: .* holds no config.json"):
+        check_model(model, "engine.model")
+    (staged / "config.json").write_text("{}")
+    replace_dir(staged, model, last=("config.json",))
+    assert check_model(model, "engine.model") == model
+    first = local_copy(model)
+    assert sorted(p.name for p in Path(first).iterdir()) == ["config.json", "weights.bin"]
+    assert local_copy(model) == first  # unchanged: the same copy
+    write_text_atomic(f"{model}/weights.bin", "w2, rewritten")  # another size: S3's mtime has 1 s steps
+    second = local_copy(model)
+    assert second != first and (Path(second) / "weights.bin").read_text() == "w2, rewritten"
+    data = s3_server.uri("copies", "rows.jsonl")
+    write_text_atomic(data, '{"q": 1}\n{"q": 2}\n')
+    assert load_records(data, where="dataset.source") == [{"q": 1}, {"q": 2}]
+    with pytest.raises(DataError, match=r"^dataset.source: 's3://.*/nope.jsonl' cannot be read"):
+        load_records(s3_server.uri("copies", "nope.jsonl"), where="dataset.source")
+    assert local_copy("/a/local/path") == "/a/local/path" and local_copy("Qwen/Qwen2.5-7B") == "Qwen/Qwen2.5-7B"
 
 
 def test_a_stage_on_s3_counts_as_done_only_when_whole(s3_server, monkeypatch):

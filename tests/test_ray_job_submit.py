@@ -7,9 +7,9 @@ The working dir is a copy of the checkout as git sees it, plus what a user's che
 beside the tracked files: a local model under `.tiny/`, a `.venv/`, `runs/` and caches. What Ray
 uploads is listed by a job; the eval of a model that exists only on the submitting machine fails
 on the driver with the line that says what to do; node-local storage is refused on two nodes;
-with an absolute model path and S1RAY_STORAGE on S3 the eval writes its outputs there and says so;
-(a reduced) pipeline miniature writes to a path both nodes see (declared shared); SFT across the
-two nodes writes its checkpoints and HF export to S3.
+with the model and S1RAY_STORAGE on S3 the eval reads the model from there and writes its outputs
+there, and says so; (a reduced) pipeline miniature writes every output to S3; SFT across the two
+nodes writes its checkpoints and HF export to S3.
 """
 
 from __future__ import annotations
@@ -198,6 +198,7 @@ def test_upload_leaves_out_venv_runs_models_and_caches(cluster, checkout):
 
 @pytest.mark.skipif(not SHARED_DATA, reason="needs S1RAY_DATA_DIR (the MATH500/AIME24 files; the hub is offline here)")
 def test_eval_of_a_model_only_on_the_submitting_machine(cluster, checkout, s3_server, tmp_path):
+    from s1ray.dataio import replace_dir
     from s1ray.eval.samples import read_samples
     from s1ray.storage import Location
 
@@ -218,7 +219,13 @@ def test_eval_of_a_model_only_on_the_submitting_machine(cluster, checkout, s3_se
     status, logs = submit(cluster, checkout, small, {**data, "S1RAY_STORAGE": str(store)})
     assert status.endswith("FAILED") and "Traceback" not in logs, logs
     assert f"output_dir: '{store / 'runs/eval/tiny'}' is a local path and this Ray cluster has 2 nodes" in logs, logs
-    # S3, which every node reaches: the outputs land there (the sample log as one object per batch).
+    # S3, which every node reaches: the model is read from there (each node copies it once) and the
+    # outputs land there (the sample log as one object per batch).
+    model = s3_server.uri("models", "tiny")
+    staged = tmp_path / "model"
+    shutil.copytree(checkout / ".tiny/model", staged)
+    replace_dir(staged, model, last=("config.json",))
+    small = [*small, f"engine.model={model}"]
     status, logs = submit(cluster, checkout, small, {**data, "S1RAY_STORAGE": s3_server.uri("store")})
     assert status.endswith("SUCCEEDED"), logs
     out = s3_server.uri("store", "runs", "eval", "tiny")
@@ -228,27 +235,33 @@ def test_eval_of_a_model_only_on_the_submitting_machine(cluster, checkout, s3_se
     assert not (checkout / "runs/eval").exists()
 
 
-def test_pipeline_miniature(cluster, checkout, tmp_path):
+def test_pipeline_miniature(cluster, checkout, s3_server):
     """The miniature pipeline job, reduced to its data stages (a small pool; no SFT, eval or Serve:
     those take tens of minutes on 2 cores), from the plain checkout: no S1RAY_DATA_DIR, hub offline.
-    Its outputs go to a shared path: the pipeline's work_dir and curation do not write to s3:// yet."""
-    store = tmp_path / "store"
+    Its outputs go to S3: the base model uploaded, curation's stages, the held-out set, the stage
+    markers, the summary and the stage logs."""
+    from s1ray.storage import Location
+
     pool = "{name: miniature, kind: miniature, n: 400, seed: 0}"
     status, logs = submit(cluster, checkout, [
         "python", "jobs/pipeline.py", "--config", "configs/pipeline/miniature.yaml",
         "stages=[base_model,curation,heldout]", f"curation.sources=[{pool}]",
         "curation.quality.traces=[{kind: miniature_teacher, n: 400, seed: 0}]",
         "curation.difficulty.solvers=[{kind: miniature_weak_solver, name: weak_solver, n: 400, seed: 0}]",
-        "curation.selection.size=50", "heldout.n=10"], {"S1RAY_STORAGE": str(store), "S1RAY_STORAGE_SHARED": "1"})
+        "curation.selection.size=50", "heldout.n=10"], {"S1RAY_STORAGE": s3_server.uri("store")})
     assert status.endswith("SUCCEEDED"), logs
-    work = store / "runs/pipeline/miniature"
+    work = s3_server.uri("store", "runs", "pipeline", "miniature")
     assert f"[s1ray] pipeline miniature: outputs in {work}" in logs
     (line,) = [ln for ln in logs.splitlines() if ln.startswith("[pipeline] curation: done")]
     assert "decontaminated against heldout; skipped math500" in line, line
-    summary = json.loads((work / "summary.json").read_text())
+    top = Location(work)
+    summary = json.loads(top.read_text("summary.json"))
     assert summary["stages"]["curation"]["result"]["final_rows"] == 50
-    assert (work / "curation/dataset/s1k.parquet").is_file() and (work / "heldout.jsonl").is_file()
-    assert (work / "base_model/config.json").is_file()
+    assert top.exists("heldout.jsonl") and len(top.read_text("heldout.jsonl").splitlines()) == 10
+    assert Location(f"{work}/curation/dataset").exists("s1k.parquet")
+    assert Location(f"{work}/base_model").exists("config.json")
+    assert {"base_model.json", "curation.json", "heldout.json"} <= set(Location(f"{work}/stages").names())
+    assert {"base_model.log", "curation.log", "heldout.log"} <= set(Location(f"{work}/logs").names())
 
 
 def test_sft_across_both_nodes_writes_checkpoints_and_export_to_s3(cluster, checkout, s3_server, tmp_path):

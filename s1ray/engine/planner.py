@@ -47,7 +47,9 @@ class RequestPlanner:
     def from_config(cls, cfg: EngineConfig) -> "RequestPlanner":
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
+        from s1ray.storage import local_copy
+
+        tok = AutoTokenizer.from_pretrained(local_copy(cfg.tokenizer or cfg.model))
         return cls(tok, get_format(cfg.format), cfg.max_model_len)
 
     def prompt_ids(self, req: GenerationRequest, suffix: str = "") -> list[int]:

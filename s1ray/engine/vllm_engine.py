@@ -137,9 +137,12 @@ class BudgetEngine:
         if forcing and "worker_extension_cls" in extra:
             raise BudgetError("extra_engine_args", "worker_extension_cls is taken by in-engine forcing; "
                               "set forcing: rounds to use your own")
+        from s1ray.storage import local_copy
+
+        model = local_copy(cfg.model)  # a model on object storage is copied to this node
         args = AsyncEngineArgs(
-            model=cfg.model,
-            tokenizer=cfg.tokenizer or cfg.model,
+            model=model,
+            tokenizer=local_copy(cfg.tokenizer) if cfg.tokenizer else model,
             dtype=cfg.dtype,
             max_model_len=cfg.max_model_len,
             tensor_parallel_size=cfg.tensor_parallel_size,

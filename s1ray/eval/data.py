@@ -99,7 +99,7 @@ def resolve_rows(
     """(rows, where they came from, the id column) of one eval set, by the module's order.
     ``where`` names the config field in errors (e.g. ``decontamination.eval_sets[0]``)."""
     if path is not None:
-        if not Path(path).is_file():
+        if "://" not in str(path) and not Path(path).is_file():
             raise DataError(f"{where}.path: eval set {name!r}: file {str(path)!r} does not exist")
         return read_file(path), str(path), None
     if hf_name is not None:

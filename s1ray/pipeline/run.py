@@ -4,6 +4,11 @@ A stage is done when ``<work_dir>/stages/<stage>.json`` exists with the same con
 marker is written atomically after the stage returns. Sub-jobs resume on their own as well
 (trace shards, curation stages, SFT checkpoints, evaluation samples), so an interrupted stage
 picks up where it stopped.
+
+``work_dir`` may be a URI (``s3://...``): every stage's outputs then go there (the stages'
+loaders read models and datasets on S3 through local copies, :func:`s1ray.storage.local_copy`),
+and the stage logs are written locally and uploaded after each stage. The ``paper`` stage,
+which copies curation outputs around, needs a local or shared ``work_dir``.
 """
 
 from __future__ import annotations
@@ -16,44 +21,56 @@ from pathlib import Path
 from typing import Any
 
 from s1ray.console import captured, say, tail
-from s1ray.dataio import fingerprint, write_json_atomic, write_text_atomic
+from s1ray.config import ConfigError
+from s1ray.dataio import atomic_write, fingerprint, join_location, replace_dir, write_json_atomic, write_text_atomic
 from s1ray.pipeline.config import PipelineConfig
 from s1ray.pipeline.report import stage_summary
-from s1ray.storage import announce
+from s1ray.storage import Location, announce, is_uri, local_copy
 
 
 class PipelineRunner:
     def __init__(self, cfg: PipelineConfig, echo: Callable[[str], None] = say):
         self.cfg = cfg
         self.echo = echo
-        self.work = Path(cfg.resolved_work_dir()).resolve()
-        self.work.mkdir(parents=True, exist_ok=True)
+        where = cfg.resolved_work_dir()
+        self.remote = is_uri(where)
+        if self.remote and "paper" in cfg.stages:
+            raise ConfigError(f"work_dir: {where!r}: the paper stage needs a local or shared work_dir (it copies "
+                              "curation outputs into its students' directories); run it without 'paper' on S3")
+        self.work: str | Path = where if self.remote else Path(where).resolve()
+        if not self.remote:
+            self.work.mkdir(parents=True, exist_ok=True)
         self.summary: dict[str, Any] = {"name": cfg.name, "work_dir": str(self.work), "stages": {}}
 
     # -- paths wired between stages ----------------------------------------------------------
+    def at(self, rel: str) -> str | Path:
+        """``rel`` under the work dir: a Path locally, a URI string on object storage."""
+        return join_location(self.work, rel)
+
     @property
     def logs_dir(self) -> Path:
-        return self.work / "logs"
+        # Logs are written as they happen, so locally; on object storage they are uploaded per stage.
+        return Path("runs", "logs", f"pipeline-{self.cfg.name}").resolve() if self.remote else self.work / "logs"
 
     @property
-    def base_model_dir(self) -> Path:
-        return self.work / "base_model"
+    def base_model_dir(self) -> str | Path:
+        return self.at("base_model")
 
     @property
-    def curated_path(self) -> Path:
-        return self.work / "curation" / "dataset" / "s1k.parquet"  # curation's export layout
+    def curated_path(self) -> str | Path:
+        return self.at("curation/dataset/s1k.parquet")  # curation's export layout
 
     @property
-    def heldout_path(self) -> Path:
-        return self.work / "heldout.jsonl"
+    def heldout_path(self) -> str | Path:
+        return self.at("heldout.jsonl")
 
     @property
-    def candidates_path(self) -> Path:
-        return self.work / "curation" / "stages" / "dedupe" / "questions.parquet"  # curation's layout
+    def candidates_path(self) -> str | Path:
+        return self.at("curation/stages/dedupe/questions.parquet")  # curation's layout
 
     def curation_cfg(self, until: str | None = None):
         c = self.cfg.curation.model_copy(deep=True)
-        c.output_dir = str(self.work / "curation")
+        c.output_dir = str(self.at("curation"))
         c.until = until
         # Trace and solver inputs may name the pipeline's own outputs as "{work_dir}/traces".
         for inp in [*c.quality.traces, *c.difficulty.solvers]:
@@ -65,7 +82,7 @@ class PipelineRunner:
         t = getattr(self.cfg, which).model_copy(deep=True)
         if "candidates" in self.cfg.stages:
             t.input.path = str(self.candidates_path)
-        t.output_dir = str(self.work / which)
+        t.output_dir = str(self.at(which))
         return t
 
     def train_cfg(self):
@@ -74,8 +91,8 @@ class PipelineRunner:
             t.model = str(self.base_model_dir)
         if "curation" in self.cfg.stages:
             t.dataset.source = str(self.curated_path)
-        t.storage_path = str(self.work / "train")
-        t.export_dir = str(self.work / "model")
+        t.storage_path = str(self.at("train"))
+        t.export_dir = str(self.at("model"))
         return t
 
     def eval_cfg(self, model: str, tag: str):
@@ -86,7 +103,7 @@ class PipelineRunner:
             e.datasets = [d.model_copy(update={"path": str(self.heldout_path)}) if d.name == "heldout" else d
                           for d in e.datasets]
         e.name = tag
-        e.output_dir = str(self.work / tag)
+        e.output_dir = str(self.at(tag))
         return e
 
     # -- stages ------------------------------------------------------------------------------
@@ -97,7 +114,14 @@ class PipelineRunner:
         spec = TinyModelSpec(hidden_size=b.hidden_size, intermediate_size=2 * b.hidden_size,
                              num_hidden_layers=b.num_hidden_layers, num_attention_heads=b.hidden_size // 64,
                              num_key_value_heads=b.hidden_size // 64, max_position_embeddings=b.max_position_embeddings)
-        make_tiny_model(self.base_model_dir, seed=b.seed, spec=spec)
+        if not self.remote:
+            make_tiny_model(self.base_model_dir, seed=b.seed, spec=spec)
+        else:  # made here, then uploaded whole
+            import tempfile
+
+            tmp = Path(tempfile.mkdtemp(prefix="s1ray-base-model-"))
+            make_tiny_model(tmp, seed=b.seed, spec=spec)
+            replace_dir(tmp, self.base_model_dir, last=("config.json",))
         return {"model": str(self.base_model_dir)}
 
     def _candidates(self) -> dict:
@@ -133,9 +157,9 @@ class PipelineRunner:
 
         h = self.cfg.heldout
         seen: set[str] = set()
-        curated = self.curated_path
-        if curated.exists():
-            seen = set(pq.read_table(curated, columns=["question"]).column("question").to_pylist())
+        curated = str(self.curated_path)
+        if Location(curated.rsplit("/", 1)[0]).exists("s1k.parquet"):
+            seen = set(pq.read_table(local_copy(curated), columns=["question"]).column("question").to_pylist())
         pool = [p for p in heldout_problems() if p.steps >= h.min_steps]
         if any(p.question in seen for p in pool):
             raise RuntimeError("heldout: a held-out problem is in the curated training set")
@@ -156,7 +180,7 @@ class PipelineRunner:
     def _eval(self) -> dict:
         from s1ray.eval.sweep import run_sweep
 
-        model = str(self.work / "model") if "train" in self.cfg.stages else self.cfg.eval.engine.model
+        model = str(self.at("model")) if "train" in self.cfg.stages else self.cfg.eval.engine.model
         out = {"trained": _sweep_summary(run_sweep(self.eval_cfg(model, "eval")))}
         if self.cfg.eval_untrained:
             base = str(self.base_model_dir) if "base_model" in self.cfg.stages else self.cfg.train.model
@@ -177,7 +201,7 @@ class PipelineRunner:
 
         s = self.cfg.serve.model_copy(deep=True)
         if "train" in self.cfg.stages:
-            s.engine.model = str(self.work / "model")
+            s.engine.model = str(self.at("model"))
         serve.start(http_options={"host": "127.0.0.1", "port": 8000})
         serve.run(build_app(s), name="s1ray", route_prefix="/")
         try:
@@ -201,25 +225,26 @@ class PipelineRunner:
         ray_was_up = ray.is_initialized()
         try:
             upstream = ""
+            markers = Location(self.at("stages"))
             for stage in self.cfg.stages:
-                marker = self.work / "stages" / f"{stage}.json"
+                marker = f"{stage}.json"
                 # Chained: a stage reruns when its own config or any earlier stage changed.
                 h = upstream = fingerprint({"stage": stage, "config": self.stage_config(stage), "upstream": upstream})[:16]
-                if marker.exists() and json.loads(marker.read_text()).get("hash") == h:
-                    done = json.loads(marker.read_text())
+                done = json.loads(markers.read_text(marker)) if markers.exists(marker) else {}
+                if done.get("hash") == h:
                     self.echo(f"[pipeline] {stage}: done earlier ({done['wall_s']:.1f} s), skipped")
                     self.summary["stages"][stage] = {**done, "skipped": True}
                     continue
-                self._run_stage(stage, h, marker)
+                self._run_stage(stage, h, markers.uri(marker))
         finally:
             if not ray_was_up and ray.is_initialized():  # the stages started it: stop it while logging
                 with captured(self.logs_dir / "ray_shutdown.log"):
                     ray.shutdown()
-        write_json_atomic(self.work / "summary.json", self.summary, default=str)
+        write_json_atomic(self.at("summary.json"), self.summary, default=str)
         announce(f"pipeline {self.cfg.name}", str(self.work), self.echo)
         return self.summary
 
-    def _run_stage(self, stage: str, h: str, marker: Path) -> None:
+    def _run_stage(self, stage: str, h: str, marker: str) -> None:
         log = self.logs_dir / f"{stage}.log"
         self.echo(f"[pipeline] {stage}: running (log: {_shown(log)})")
         t = time.perf_counter()
@@ -233,6 +258,11 @@ class PipelineRunner:
             for line in [ln for ln in tail(log, 8) if not message or message not in ln][-5:]:
                 self.echo(f"    | {line[:200]}")
             raise
+        finally:
+            if self.remote and log.is_file():  # beside the outputs, where the local disk may not last
+                import shutil
+
+                atomic_write(str(self.at(f"logs/{stage}.log")), lambda tmp: shutil.copyfile(log, tmp))
         wall = time.perf_counter() - t
         record = {"hash": h, "wall_s": wall, "result": result}
         write_json_atomic(marker, record, default=str)

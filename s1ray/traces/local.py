@@ -146,7 +146,9 @@ def eos_token_ids(tokenizer_name: str, model: str) -> list[int]:
     try:
         from transformers import GenerationConfig
 
-        eos = GenerationConfig.from_pretrained(model).eos_token_id
+        from s1ray.storage import local_copy
+
+        eos = GenerationConfig.from_pretrained(local_copy(model)).eos_token_id
         ids.update([eos] if isinstance(eos, int) else list(eos or []))
     except Exception:  # noqa: BLE001 -- no generation_config.json: the tokenizer's is enough
         pass

@@ -94,7 +94,9 @@ def render_prompt(tokenizer, unit: dict[str, Any], prompt: PromptConfig) -> str:
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(name)
+    from s1ray.storage import local_copy
+
+    return AutoTokenizer.from_pretrained(local_copy(name))
 
 
 def token_counter(name: str) -> Callable[[str], int]:

@@ -55,7 +55,12 @@ class SFTTrainer:
     or an ObjectRef to it), ``pad_id``, ``progress`` (a StepCounter actor, when the driver draws a bar)."""
 
     def __init__(self, loop_config: dict[str, Any]):
-        self.cfg = TrainConfig.model_validate(loop_config["cfg"])
+        from s1ray.storage import local_copy
+
+        cfg = TrainConfig.model_validate(loop_config["cfg"])
+        # A model on object storage (a base model, or an earlier SFT's export) is copied to this node.
+        self.cfg = cfg.model_copy(update={"model": local_copy(cfg.model),
+                                          "tokenizer": cfg.tokenizer and local_copy(cfg.tokenizer)})
         self.loop_config = loop_config
         self.start, self.history, self.resumed_from = 0, [], []
         self.metrics: dict[str, Any] = {}

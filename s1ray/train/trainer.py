@@ -85,7 +85,9 @@ def check_logging(cfg: TrainConfig) -> None:
 def load_tokenizer(cfg: TrainConfig):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
+    from s1ray.storage import local_copy
+
+    return AutoTokenizer.from_pretrained(local_copy(cfg.tokenizer or cfg.model))
 
 
 def prepare_data(cfg: TrainConfig, tokenizer=None):
