@@ -9,10 +9,12 @@ working dir (deleted with the job): there a relative output path is an error tha
 ``S1RAY_STORAGE``. A job passes the variable with ``--runtime-env-json
 '{"env_vars": {"S1RAY_STORAGE": "..."}}'`` or finds it in the environment ``ray start`` ran in.
 
-``s3://`` outputs: Ray Train writes checkpoints there itself (``train.storage_path``) and trace
-shards + manifest go through :class:`Location` (a pyarrow filesystem: local or S3, credentials
-and endpoint from the usual ``AWS_*`` variables). The other jobs write local files and refuse a
-URI with an error naming the field instead of writing somewhere else.
+``s3://`` outputs: every job takes one. Ray Train writes checkpoints there itself
+(``train.storage_path``); trace shards + manifest, eval samples and reports, curation stages and
+the pipeline's markers go through pyarrow filesystems (:class:`Location`, and the one atomic
+writer :func:`s1ray.dataio.atomic_write`, which PUTs a URI whole); credentials and endpoint come
+from the usual ``AWS_*`` variables. Loaders that read local files (HF, vLLM, datasets) read what
+another node wrote to S3 through :func:`local_copy`, one copy per node.
 
 Several nodes: once Ray runs on more than one alive node, a job refuses an output location
 that is a local path (:func:`check_shared`), since another node would not see it -- unless
