@@ -64,12 +64,61 @@ def _local(source: str, where: str) -> str:
     """``source`` itself, or for a URI (``s3://...``) the path of its local copy."""
     if "://" not in source:
         return source
-    from s1ray.storage import local_copy
-
     try:
         return local_copy(source)
     except (FileNotFoundError, OSError) as exc:
         raise DataError(f"{where}: {source!r} cannot be read: {exc}") from None
+
+
+CACHE_ENV = "S1RAY_CACHE"  # where a node keeps its copies of objects it reads from object storage
+
+
+def local_copy(path: str) -> str:
+    """A local path for ``path``: a file or a directory on object storage (``s3://...``: a model
+    an SFT job exported, a curated dataset) is copied once per node under ``$S1RAY_CACHE``
+    (default ``~/.cache/s1ray``) and that copy's path returned; anything else (a local path, a
+    hub id) comes back as it is. This is how HF and vLLM loaders, which read local files, load
+    what a job on another node wrote to S3.
+
+    The copy is keyed by the URI and the objects' names, sizes and mtimes, so something written
+    again to the same URI is copied again (S3's mtime has 1 s steps: a rewrite within the same
+    second that keeps every size is not seen). It is made in a temporary directory and renamed into
+    place, so a process that dies mid-copy leaves nothing another one would use."""
+    if "://" not in path:
+        return path
+    import hashlib
+    import shutil
+    import tempfile
+
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(path)
+    root = root.rstrip("/")
+    is_file = fs.get_file_info(root).type == pafs.FileType.File
+    infos = [fs.get_file_info(root)] if is_file else fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    listing = sorted((i.path, i.size, str(i.mtime)) for i in infos if i.type == pafs.FileType.File)
+    if not listing:
+        raise FileNotFoundError(f"{path}: nothing there")
+    key = hashlib.sha256(json.dumps([path, listing]).encode()).hexdigest()[:16]
+    name = root.rsplit("/", 1)[-1]
+    cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "s1ray").expanduser() / "copies"
+    final = cache / key
+    target = final / name if is_file else final
+    if final.is_dir():
+        return str(target)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=cache))
+    try:
+        pafs.copy_files(root, str(tmp / name) if is_file else str(tmp), source_filesystem=fs,
+                        destination_filesystem=pafs.LocalFileSystem())
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process on this node finished the same copy first
+            if not final.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
 
 
 def read_file(path: str | Path, fmt: str = "auto") -> list[dict[str, Any]]:

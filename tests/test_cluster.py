@@ -44,7 +44,8 @@ def test_loaders_read_s3_through_one_local_copy_per_node(s3_server, tmp_path, mo
     """Models and datasets on S3 (an SFT export, a curated set) load through a local copy:
     made once, reused while the objects are unchanged, made again when they are rewritten."""
     from s1ray.dataio import DataError, load_records, replace_dir, write_text_atomic
-    from s1ray.storage import CACHE_ENV, check_model, local_copy
+    from s1ray.dataio import CACHE_ENV, local_copy
+    from s1ray.storage import check_model
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     model = s3_server.uri("copies", "model")

@@ -47,7 +47,7 @@ class RequestPlanner:
     def from_config(cls, cfg: EngineConfig) -> "RequestPlanner":
         from transformers import AutoTokenizer
 
-        from s1ray.storage import local_copy
+        from s1ray.dataio import local_copy
 
         tok = AutoTokenizer.from_pretrained(local_copy(cfg.tokenizer or cfg.model))
         return cls(tok, get_format(cfg.format), cfg.max_model_len)

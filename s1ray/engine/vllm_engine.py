@@ -137,7 +137,7 @@ class BudgetEngine:
         if forcing and "worker_extension_cls" in extra:
             raise BudgetError("extra_engine_args", "worker_extension_cls is taken by in-engine forcing; "
                               "set forcing: rounds to use your own")
-        from s1ray.storage import local_copy
+        from s1ray.dataio import local_copy
 
         model = local_copy(cfg.model)  # a model on object storage is copied to this node
         args = AsyncEngineArgs(

@@ -22,10 +22,11 @@ from typing import Any
 
 from s1ray.console import captured, say, tail
 from s1ray.config import ConfigError
-from s1ray.dataio import atomic_write, fingerprint, join_location, replace_dir, write_json_atomic, write_text_atomic
+from s1ray.dataio import (atomic_write, fingerprint, join_location, local_copy, replace_dir, write_json_atomic,
+                          write_text_atomic)
 from s1ray.pipeline.config import PipelineConfig
 from s1ray.pipeline.report import stage_summary
-from s1ray.storage import Location, announce, is_uri, local_copy
+from s1ray.storage import Location, announce, is_uri
 
 
 class PipelineRunner:

@@ -59,6 +59,7 @@ import logging
 import math
 from typing import Any, Callable
 
+from s1ray.dataio import local_copy
 from s1ray.traces.records import TRACE_COLUMNS, finish_row, load_tokenizer, render_prompt, token_counter
 
 log = logging.getLogger("s1ray.traces")
@@ -139,14 +140,10 @@ def sampling_params(cfg) -> dict[str, Any]:
 
 def eos_token_ids(tokenizer_name: str, model: str) -> list[int]:
     """End-of-sequence ids: the tokenizer's and the model's generation config's."""
-    ids: set[int] = set()
     tok = load_tokenizer(tokenizer_name)
-    if tok.eos_token_id is not None:
-        ids.add(int(tok.eos_token_id))
+    ids: set[int] = set() if tok.eos_token_id is None else {int(tok.eos_token_id)}
     try:
         from transformers import GenerationConfig
-
-        from s1ray.storage import local_copy
 
         eos = GenerationConfig.from_pretrained(local_copy(model)).eos_token_id
         ids.update([eos] if isinstance(eos, int) else list(eos or []))

@@ -94,7 +94,7 @@ def render_prompt(tokenizer, unit: dict[str, Any], prompt: PromptConfig) -> str:
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
-    from s1ray.storage import local_copy
+    from s1ray.dataio import local_copy
 
     return AutoTokenizer.from_pretrained(local_copy(name))
 

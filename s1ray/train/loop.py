@@ -55,7 +55,7 @@ class SFTTrainer:
     or an ObjectRef to it), ``pad_id``, ``progress`` (a StepCounter actor, when the driver draws a bar)."""
 
     def __init__(self, loop_config: dict[str, Any]):
-        from s1ray.storage import local_copy
+        from s1ray.dataio import local_copy
 
         cfg = TrainConfig.model_validate(loop_config["cfg"])
         # A model on object storage (a base model, or an earlier SFT's export) is copied to this node.

@@ -85,7 +85,7 @@ def check_logging(cfg: TrainConfig) -> None:
 def load_tokenizer(cfg: TrainConfig):
     from transformers import AutoTokenizer
 
-    from s1ray.storage import local_copy
+    from s1ray.dataio import local_copy
 
     return AutoTokenizer.from_pretrained(local_copy(cfg.tokenizer or cfg.model))
 
