@@ -30,6 +30,7 @@ RUN_HOW = {
     "bench_train": "python bench/bench_train.py",
     "bench_curation": "python bench/bench_curation.py",
     "bench_dedupe": "python bench/bench_curation.py --sizes --dedupe-rows 1000000",
+    "bench_forcing_step": "python bench/bench_forcing_step.py",
 }
 
 

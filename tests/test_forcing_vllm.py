@@ -105,3 +105,43 @@ def test_a_reused_request_id_starts_from_a_fresh_forcer(engine, loop):
     a, b = loop.run(engine.generate(req)), loop.run(engine.generate(req))
     assert (a.thinking_token_ids, a.answer_token_ids) == (b.thinking_token_ids, b.answer_token_ids)
     assert a.thinking_tokens == 16 and a.answer_tokens == 5
+
+
+def test_batched_apply_equals_the_per_group_one_it_replaced():
+    """The processor's apply (one greedy argmax for the whole batch) writes the same logits, step for step, as the version before it (bench/_forcing_before.py) on a mixed
+    batch: greedy and sampled rows, min/max/num_waits budgets, a model that often tries to stop."""
+    import torch
+    from bench_modules import load_bench
+    from vllm import SamplingParams
+    from vllm.v1.sample.logits_processor import BatchUpdate
+
+    from s1ray.engine.budget import FormatIds
+    from s1ray.engine.forcing import PAYLOAD_KEY, forcing_payload
+    from s1ray.engine.inengine import BudgetForcingLogitsProcessor
+
+    before = load_bench("_forcing_before")
+    ids = FormatIds(thinking_end=(203, 1, 685, 203), end_triggers=((1,), (2,), (0,)), continuation=(436, 9),
+                    answer_stop=frozenset({0, 2}))
+    budgets = [ThinkingBudget(20, 40, max_answer_tokens=8), ThinkingBudget(0, 12, max_answer_tokens=30),
+               ThinkingBudget(30, None, max_answer_tokens=5), ThinkingBudget(0, 60, num_waits=3, max_answer_tokens=4)]
+
+    def processor(cls):
+        proc, outs = cls(None, torch.device("cpu"), False), [[] for _ in range(12)]
+        added = [(i, SamplingParams(extra_args={PAYLOAD_KEY: forcing_payload(
+            f"r{i}", ids, budgets[i % 4], 0.0 if i % 3 else 1.0, i)}), [], outs[i]) for i in range(12)]
+        proc.update_state(BatchUpdate(batch_size=12, removed=[], added=added, moved=[]))
+        return proc, outs
+
+    now, old = processor(BudgetForcingLogitsProcessor), processor(before.ProcessorBefore)
+    gen = torch.Generator().manual_seed(3)
+    for step in range(120):
+        logits = torch.randn(12, 700, generator=gen)
+        logits[:, 1] += 3.0  # an end trigger is often the model's choice
+        a, b = now[0].apply(logits.clone()), old[0].apply(logits.clone())
+        assert torch.equal(a, b), f"step {step}"
+        for proc, outs in (now, old):
+            for out, tok in zip(outs, a.argmax(-1).tolist()):
+                out.append(tok)
+    assert [r.forcer.num_waits for _, r in sorted(now[0].rows.items())] == \
+        [r.forcer.num_waits for _, r in sorted(old[0].rows.items())]
+    assert sum(r.forcer.num_waits for r in now[0].rows.values()) > 0  # Waits really happened

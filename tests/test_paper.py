@@ -1,5 +1,5 @@
-"""The paper in miniature (configs/pipeline/paper.yaml), reduced: fewer held-out problems, budgets,
-votes, Waits and students, and a short SFT. Real Ray Data, Ray Train + DeepSpeed and vLLM.
+"""The paper in miniature (configs/pipeline/paper.yaml), reduced: a smaller pool, fewer held-out
+problems, budgets, votes, Waits and students, and a short SFT. Real Ray Data, Ray Train + DeepSpeed and vLLM.
 
 It checks report.json's structure and the claims that hold by construction (budget forcing's
 Control is 100% and never below a prompt-only method's); the numbers themselves are the full
@@ -15,9 +15,13 @@ import pytest
 pytestmark = [pytest.mark.ray, pytest.mark.vllm, pytest.mark.timeout(2700)]
 
 ROOT = Path(__file__).resolve().parents[1]
-REDUCED = ["heldout.n=12", "eval.budgets=[16,64]", "eval.n_votes=[1,2]", "paper.extrapolation.waits=[0,1]",
+POOL = "n: 1000, seed: 0"
+REDUCED = ["heldout.n=8", "eval.budgets=[16,64]", "eval.n_votes=[1,2]", "paper.extrapolation.waits=[0,1]",
            'paper.extrapolation.continuations=[""]', "paper.data_ablation.selections=[s1,random]",
-           "train.epochs=4", "curation.selection.size=64"]
+           "train.epochs=4", "curation.selection.size=64",
+           f"curation.sources=[{{name: miniature, kind: miniature, {POOL}}}]",
+           f"curation.quality.traces=[{{kind: miniature_teacher, {POOL}, self_check: 0.3}}]",
+           f"curation.difficulty.solvers=[{{kind: miniature_weak_solver, name: weak_solver, {POOL}}}]"]
 PROMPT_ONLY = ("token_conditional", "step_conditional", "class_conditional")
 
 

@@ -105,8 +105,19 @@ def stop_head(head: subprocess.Popen, temp: str | None) -> None:
         except psutil.NoSuchProcess:
             pass
     head.terminate()
-    psutil.wait_procs(procs, timeout=30)
-    head.wait(timeout=30)
+    # A process that ignores SIGTERM is this test's own to kill (waiting longer changes nothing).
+    _, alive = psutil.wait_procs(procs, timeout=5)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+    try:
+        head.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        head.kill()
+        head.wait(timeout=10)
     if temp is not None:
         shutil.rmtree(temp, ignore_errors=True)
 

@@ -125,9 +125,11 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
                     masks.setdefault(row.after_wait_mask, []).append(i)
                 else:
                     decide.setdefault(row.trigger_key, []).append((i, row))
+        top = None  # the batch's greedy argmax, taken once, before any row is masked or forced
         for trig, members in decide.items():
-            stops = self._would_stop(logits, trig, self._ids(trig, logits.device), members)
-            for (i, row), stop in zip(members, stops):
+            if top is None and any(row.greedy for _, row in members):
+                top = Sampler.greedy_sample(logits).tolist()  # vLLM's own argmax: ties break as its sampler's
+            for (i, row), stop in zip(members, self._would_stop(logits, trig, top, members)):
                 if stop:
                     force_rows.append(i)
                     force_ids.append(row.stop_thinking())
@@ -138,38 +140,36 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             logits[r, self._ids(ids, logits.device)] = float("-inf")
         if force_rows:
             r = torch.tensor(force_rows, device=logits.device)
-            t = torch.tensor(force_ids, device=logits.device)
-            logits[r] = float("-inf")
-            logits[r, t] = 0.0
+            logits.index_fill_(0, r, float("-inf"))
+            logits[r, torch.tensor(force_ids, device=logits.device)] = 0.0
         return logits
+
+    def _would_stop(self, logits: torch.Tensor, trig: tuple[int, ...], top: list[int] | None, members) -> list[bool]:
+        """Per row: would the model end thinking at this step (before any masking)? ``top``: the
+        batch's greedy argmax (when a greedy row is among ``members``)."""
+        out = [False] * len(members)
+        sampled = []
+        trig_set = set(trig)
+        for k, (i, row) in enumerate(members):
+            if row.greedy:
+                out[k] = top[i] in trig_set
+            else:
+                sampled.append(k)
+        if sampled:
+            idx = torch.tensor([members[k][0] for k in sampled], device=logits.device)
+            temp = torch.tensor([members[k][1].temperature for k in sampled], device=logits.device)
+            scaled = logits[idx] / temp.unsqueeze(1)
+            tid = self._ids(trig, logits.device)
+            p_stop = torch.exp(torch.logsumexp(scaled[:, tid], -1) - torch.logsumexp(scaled, -1)).tolist()
+            for k, p in zip(sampled, p_stop):
+                out[k] = members[k][1].rng.random() < p
+        return out
 
     def _ids(self, ids: tuple[int, ...], device) -> torch.Tensor:
         t = self._id_tensors.get(ids)
         if t is None:
             t = self._id_tensors[ids] = torch.tensor(ids, device=device)
         return t
-
-    @staticmethod
-    def _would_stop(logits: torch.Tensor, trig: tuple[int, ...], tid: torch.Tensor, members) -> list[bool]:
-        """Per row: would the model end thinking at this step (before any masking)?"""
-        out = [False] * len(members)
-        greedy = [k for k, (_, row) in enumerate(members) if row.greedy]
-        sampled = [k for k, (_, row) in enumerate(members) if not row.greedy]
-        if greedy:
-            idx = torch.tensor([members[k][0] for k in greedy], device=logits.device)
-            # vLLM's own greedy argmax, so ties break as the sampler's would
-            top = Sampler.greedy_sample(logits[idx].contiguous()).tolist()
-            trig_set = set(trig)
-            for k, t in zip(greedy, top):
-                out[k] = t in trig_set
-        if sampled:
-            idx = torch.tensor([members[k][0] for k in sampled], device=logits.device)
-            temp = torch.tensor([members[k][1].temperature for k in sampled], device=logits.device)
-            scaled = logits[idx] / temp.unsqueeze(1)
-            p_stop = torch.exp(torch.logsumexp(scaled[:, tid], -1) - torch.logsumexp(scaled, -1)).tolist()
-            for k, p in zip(sampled, p_stop):
-                out[k] = members[k][1].rng.random() < p
-        return out
 
     def pop_waits(self, keys: list[str]) -> dict[str, int]:
         found = {}
