@@ -14,7 +14,7 @@ working dir (deleted with the job): there a relative output path is an error tha
 the pipeline's markers go through pyarrow filesystems (:class:`Location`, and the one atomic
 writer :func:`s1ray.dataio.atomic_write`, which PUTs a URI whole); credentials and endpoint come
 from the usual ``AWS_*`` variables. Loaders that read local files (HF, vLLM, datasets) read what
-another node wrote to S3 through :func:`local_copy`, one copy per node.
+another node wrote to S3 through :func:`s1ray.dataio.local_copy`, one copy per node.
 
 Several nodes: once Ray runs on more than one alive node, a job refuses an output location
 that is a local path (:func:`check_shared`), since another node would not see it -- unless
@@ -63,25 +63,18 @@ def uploaded_working_dir() -> bool:
     return bool(runtime_env.get("working_dir"))
 
 
-def resolve_output(path: str, field: str, *, uri_ok: bool = False) -> str:
-    """Where output ``path`` (config field ``field``) really goes: a local absolute path, or a
-    URI where ``uri_ok`` (the writer speaks pyarrow/fsspec URIs itself)."""
+def resolve_output(path: str, field: str) -> str:
+    """Where output ``path`` (config field ``field``) really goes: a local absolute path, or a URI
+    (every job's writer speaks pyarrow URIs)."""
     root = storage_root()
     if is_uri(path):
-        if not uri_ok:
-            raise ConfigError(f"{field}: {path!r}: this job writes local files; s3:// is not yet supported "
-                              "here (give a directory every node sees, e.g. an NFS/EFS mount)")
         return path
     p = Path(path).expanduser()
     if p.is_absolute():
         return str(p)
     if root is not None:
         if is_uri(root):
-            if uri_ok:
-                return root.rstrip("/") + "/" + p.as_posix()
-            raise ConfigError(f"{field}: {STORAGE_ENV}={root!r} is a URI; this job writes local files and s3:// "
-                              f"is not yet supported here: point {STORAGE_ENV} at a directory every node sees "
-                              f"(NFS/EFS), or give {field} an absolute path")
+            return root.rstrip("/") + "/" + p.as_posix()
         return str(Path(root).expanduser().resolve() / p)
     if uploaded_working_dir():
         raise ConfigError(f"{field}: relative path {path!r} would land in Ray's temporary copy of the working "

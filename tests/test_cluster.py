@@ -20,7 +20,7 @@ def test_storage_round_trip_on_s3(s3_server, monkeypatch):
     from s1ray.traces.output import ShardWriter, read_manifest, read_traces
 
     monkeypatch.setenv(STORAGE_ENV, s3_server.uri("s1ray"))
-    where = resolve_output("runs/traces/t", "output_dir", uri_ok=True)
+    where = resolve_output("runs/traces/t", "output_dir")
     assert where == s3_server.uri("s1ray/runs/traces/t")
     loc = Location(where)
     loc.write_text("hello.txt", "hi")

@@ -35,13 +35,12 @@ def test_relative_outputs_resolve_under_the_storage_location(plain, tmp_path):
     assert resolve_output("/abs/out", "output_dir") == "/abs/out"
 
 
-def test_s3_storage_is_for_writers_that_speak_uris(plain):
+def test_s3_storage_takes_every_jobs_relative_outputs(plain):
     plain.setenv(STORAGE_ENV, "s3://bucket/s1ray/")
-    assert resolve_output("runs/train", "storage_path", uri_ok=True) == "s3://bucket/s1ray/runs/train"
-    with pytest.raises(ConfigError, match=r"^output_dir: S1RAY_STORAGE='s3://bucket/s1ray/' .*not yet supported"):
-        resolve_output("runs/eval/x", "output_dir")
-    with pytest.raises(ConfigError, match=r"^output_dir: 's3://b/x': .*not yet supported"):
-        resolve_output("s3://b/x", "output_dir")
+    assert resolve_output("runs/train", "storage_path") == "s3://bucket/s1ray/runs/train"
+    assert resolve_output("runs/eval/x", "output_dir") == "s3://bucket/s1ray/runs/eval/x"
+    assert resolve_output("s3://b/x", "output_dir") == "s3://b/x"
+    assert resolve_output("/abs/out", "output_dir") == "/abs/out"
 
 
 def test_a_ray_job_without_storage_refuses_relative_outputs(plain, tmp_path):

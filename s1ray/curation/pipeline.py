@@ -187,7 +187,7 @@ def run_curation(cfg: CurationConfig) -> CurationResult:
     """Run ``cfg``; a relative ``output_dir`` resolves under ``$S1RAY_STORAGE`` (:mod:`s1ray.storage`)."""
     from s1ray.storage import announce, resolve_output
 
-    cfg = cfg.model_copy(update={"output_dir": resolve_output(cfg.output_dir, "output_dir", uri_ok=True)})
+    cfg = cfg.model_copy(update={"output_dir": resolve_output(cfg.output_dir, "output_dir")})
     res = Pipeline(cfg).run()
     announce(f"curation {cfg.name}", cfg.output_dir)
     return res

@@ -179,4 +179,4 @@ class EvalConfig(S1Config):
         """``output_dir`` with ``{name}``, a relative one under ``$S1RAY_STORAGE`` (:mod:`s1ray.storage`)."""
         from s1ray.storage import resolve_output
 
-        return resolve_output(self.output_dir.format(name=self.name), "output_dir", uri_ok=True)
+        return resolve_output(self.output_dir.format(name=self.name), "output_dir")

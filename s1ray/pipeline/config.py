@@ -127,4 +127,4 @@ class PipelineConfig(S1Config):
         """``work_dir`` with ``{name}``, a relative one under ``$S1RAY_STORAGE`` (:mod:`s1ray.storage`)."""
         from s1ray.storage import resolve_output
 
-        return resolve_output(self.work_dir.format(name=self.name), "work_dir", uri_ok=True)
+        return resolve_output(self.work_dir.format(name=self.name), "work_dir")

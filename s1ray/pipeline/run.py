@@ -6,7 +6,7 @@ marker is written atomically after the stage returns. Sub-jobs resume on their o
 picks up where it stopped.
 
 ``work_dir`` may be a URI (``s3://...``): every stage's outputs then go there (the stages'
-loaders read models and datasets on S3 through local copies, :func:`s1ray.storage.local_copy`),
+loaders read models and datasets on S3 through local copies, :func:`s1ray.dataio.local_copy`),
 and the stage logs are written locally and uploaded after each stage. The ``paper`` stage,
 which copies curation outputs around, needs a local or shared ``work_dir``.
 """

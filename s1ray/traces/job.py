@@ -166,7 +166,7 @@ def run_traces(cfg: TracesConfig, *, transport=None, on_row=None) -> TracesResul
     from s1ray.storage import announce, check_model, resolve_output
 
     # shards + manifest go through pyarrow filesystems: a local path or s3://
-    cfg = cfg.model_copy(update={"output_dir": resolve_output(cfg.output_dir, "output_dir", uri_ok=True)})
+    cfg = cfg.model_copy(update={"output_dir": resolve_output(cfg.output_dir, "output_dir")})
     if cfg.teacher.kind == "api":
         from s1ray.traces.api import api_key
 

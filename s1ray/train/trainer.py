@@ -58,8 +58,8 @@ def resolve_paths(cfg: TrainConfig) -> TrainConfig:
         "model": _abs_if_local(cfg.model),
         "tokenizer": _abs_if_local(cfg.tokenizer),
         # relative ones under $S1RAY_STORAGE (local or s3://: Ray Train and the export speak URIs)
-        "storage_path": resolve_output(cfg.storage_path, "storage_path", uri_ok=True),
-        "export_dir": None if cfg.export_dir is None else resolve_output(cfg.export_dir, "export_dir", uri_ok=True),
+        "storage_path": resolve_output(cfg.storage_path, "storage_path"),
+        "export_dir": None if cfg.export_dir is None else resolve_output(cfg.export_dir, "export_dir"),
         "torch_extensions_dir": None if cfg.torch_extensions_dir is None else str(Path(cfg.torch_extensions_dir).expanduser().resolve()),
     }
     out = cfg.model_copy(update=upd)
