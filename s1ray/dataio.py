@@ -5,7 +5,8 @@ in one form works in every job and a crash never leaves half a file.
 
 * :func:`load_records` / :func:`iter_records` -- rows (dicts) of a ``.jsonl``/``.json``/``.csv``
   /``.parquet`` file, a folder of ``.parquet`` files, a ``datasets`` ``save_to_disk`` folder, or
-  a HF hub dataset; a file or folder may be a URI (``s3://...``), read from a local copy. :func:`load_hf` is the HF part alone (a ``datasets.Dataset``), for callers
+  a HF hub dataset; a file or folder may be a URI (``s3://...``), read from a local copy
+  (:func:`local_copy`). :func:`load_hf` is the HF part alone (a ``datasets.Dataset``), for callers
   that hand the dataset to Ray.
 * :func:`atomic_write` -- write a temporary file beside the target, fsync, ``os.replace``;
   :func:`replace_dir` does the same for a finished directory.
@@ -94,8 +95,9 @@ def local_copy(path: str) -> str:
 
     fs, root = pafs.FileSystem.from_uri(path)
     root = root.rstrip("/")
-    is_file = fs.get_file_info(root).type == pafs.FileType.File
-    infos = [fs.get_file_info(root)] if is_file else fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    top = fs.get_file_info(root)
+    is_file = top.type == pafs.FileType.File
+    infos = [top] if is_file else fs.get_file_info(pafs.FileSelector(root, recursive=True))
     listing = sorted((i.path, i.size, str(i.mtime)) for i in infos if i.type == pafs.FileType.File)
     if not listing:
         raise FileNotFoundError(f"{path}: nothing there")

@@ -159,7 +159,7 @@ class PipelineRunner:
         h = self.cfg.heldout
         seen: set[str] = set()
         curated = str(self.curated_path)
-        if Location(curated.rsplit("/", 1)[0]).exists("s1k.parquet"):
+        if Location(self.at("curation/dataset")).exists("s1k.parquet"):
             seen = set(pq.read_table(local_copy(curated), columns=["question"]).column("question").to_pylist())
         pool = [p for p in heldout_problems() if p.steps >= h.min_steps]
         if any(p.question in seen for p in pool):
