@@ -273,13 +273,7 @@ KEEP = []
 
 async def main(model):
     cfg = EngineConfig(model=model, max_model_len=512, enforce_eager=True, cpu_kv_cache_gib=1)
-    a = await BudgetEngine.create(cfg)
-    raw = a.engine
-    a.shutdown()
-    cyc = {"engine": raw}
-    cyc["self"] = cyc  # the shut-down AsyncLLM lives on in a cycle, collected only at exit
-    KEEP.append(cyc)
-    KEEP.append(await BudgetEngine.create(cfg))  # never shut down by its owner
+    KEEP.append(await BudgetEngine.create(cfg))  # never shut down; freed only at finalization
     print("PROBE-DONE", flush=True)
 
 
@@ -291,7 +285,10 @@ if __name__ == "__main__":
 def test_interpreter_exit_is_clean_with_engines_left_over(tiny_model_dir, tmp_path):
     """Regression: AsyncLLM.__del__ running during interpreter finalization raised a TypeError,
     and printing it once deadlocked on the import lock -- pytest hung after its summary line.
-    Engines alive at exit are shut down by an atexit hook, shut-down ones have a no-op __del__."""
+    Engines alive at exit are shut down by an atexit hook, shut-down ones have a no-op __del__.
+    An engine left running in a module global: without the hook its __del__ runs during
+    finalization and the test fails ("Exception ignored"). A shut-down AsyncLLM freed from a cycle
+    at exit no longer errs under vLLM 0.32 with or without the no-op __del__, so it is not probed."""
     import os
     import subprocess
     import sys

@@ -7,9 +7,8 @@ The working dir is a copy of the checkout as git sees it, plus what a user's che
 beside the tracked files: a local model under `.tiny/`, a `.venv/`, `runs/` and caches. What Ray
 uploads is listed by a job; the eval of a model that exists only on the submitting machine fails
 on the driver with the line that says what to do; node-local storage is refused on two nodes;
-with the model and S1RAY_STORAGE on S3 the eval reads the model from there and writes its outputs
-there, and says so; (a reduced) pipeline miniature writes every output to S3; SFT across the two
-nodes writes its checkpoints and HF export to S3.
+(a reduced) pipeline miniature with its work dir on S3 writes every output there: curation, SFT
+across the two nodes (checkpoints and HF export), and the eval of that export, read from S3.
 """
 
 from __future__ import annotations
@@ -208,11 +207,7 @@ def test_upload_leaves_out_venv_runs_models_and_caches(cluster, checkout):
 
 
 @pytest.mark.skipif(not SHARED_DATA, reason="needs S1RAY_DATA_DIR (the MATH500/AIME24 files; the hub is offline here)")
-def test_eval_of_a_model_only_on_the_submitting_machine(cluster, checkout, s3_server, tmp_path):
-    from s1ray.dataio import replace_dir
-    from s1ray.eval.samples import read_samples
-    from s1ray.storage import Location
-
+def test_eval_of_a_model_only_on_the_submitting_machine(cluster, checkout, tmp_path):
     entry = ["python", "jobs/evaluate.py", "--config", "configs/eval/tiny.yaml"]
     store = tmp_path / "store"
     data = {"S1RAY_DATA_DIR": str(Path(SHARED_DATA).resolve())}
@@ -230,36 +225,27 @@ def test_eval_of_a_model_only_on_the_submitting_machine(cluster, checkout, s3_se
     status, logs = submit(cluster, checkout, small, {**data, "S1RAY_STORAGE": str(store)})
     assert status.endswith("FAILED") and "Traceback" not in logs, logs
     assert f"output_dir: '{store / 'runs/eval/tiny'}' is a local path and this Ray cluster has 2 nodes" in logs, logs
-    # S3, which every node reaches: the model is read from there (each node copies it once) and the
-    # outputs land there (the sample log as one object per batch).
-    model = s3_server.uri("models", "tiny")
-    staged = tmp_path / "model"
-    shutil.copytree(checkout / ".tiny/model", staged)
-    replace_dir(staged, model, last=("config.json",))
-    small = [*small, f"engine.model={model}"]
-    status, logs = submit(cluster, checkout, small, {**data, "S1RAY_STORAGE": s3_server.uri("store")})
-    assert status.endswith("SUCCEEDED"), logs
-    out = s3_server.uri("store", "runs", "eval", "tiny")
-    assert f"[s1ray] eval tiny: outputs in {out}" in logs
-    assert {"metrics.md", "run.json", "accuracy_vs_thinking.png"} <= set(Location(out).names())
-    assert len(read_samples(out)) == 2
-    assert not (checkout / "runs/eval").exists()
 
 
 def test_pipeline_miniature(cluster, checkout, s3_server):
-    """The miniature pipeline job, reduced to its data stages (a small pool; no SFT, eval or Serve:
-    those take tens of minutes on 2 cores), from the plain checkout: no S1RAY_DATA_DIR, hub offline.
-    Its outputs go to S3: the base model uploaded, curation's stages, the held-out set, the stage
+    """The miniature pipeline job, reduced (a small pool, a short SFT, one budget; no Serve), from
+    the plain checkout (no S1RAY_DATA_DIR, hub offline) with its work dir on S3. Every stage writes
+    there: the base model, curation's stages, the held-out set, SFT's checkpoints across both nodes
+    and its HF export, the eval of that export (each node copies the model from S3 once), the stage
     markers, the summary and the stage logs."""
+    import pyarrow.fs as pafs
+
+    from s1ray.eval.samples import read_samples
     from s1ray.storage import Location
 
     pool = "{name: miniature, kind: miniature, n: 400, seed: 0}"
     status, logs = submit(cluster, checkout, [
         "python", "jobs/pipeline.py", "--config", "configs/pipeline/miniature.yaml",
-        "stages=[base_model,curation,heldout]", f"curation.sources=[{pool}]",
+        "stages=[base_model,curation,heldout,train,eval]", f"curation.sources=[{pool}]",
         "curation.quality.traces=[{kind: miniature_teacher, n: 400, seed: 0}]",
         "curation.difficulty.solvers=[{kind: miniature_weak_solver, name: weak_solver, n: 400, seed: 0}]",
-        "curation.selection.size=50", "heldout.n=10"], {"S1RAY_STORAGE": s3_server.uri("store")})
+        "curation.selection.size=32", "heldout.n=4", "train.epochs=2", "train.checkpoint_every_steps=1",
+        "eval.budgets=[16]", "eval_untrained=false"], {"S1RAY_STORAGE": s3_server.uri("store")})
     assert status.endswith("SUCCEEDED"), logs
     work = s3_server.uri("store", "runs", "pipeline", "miniature")
     assert f"[s1ray] pipeline miniature: outputs in {work}" in logs
@@ -267,34 +253,20 @@ def test_pipeline_miniature(cluster, checkout, s3_server):
     assert "decontaminated against heldout; skipped math500" in line, line
     top = Location(work)
     summary = json.loads(top.read_text("summary.json"))
-    assert summary["stages"]["curation"]["result"]["final_rows"] == 50
-    assert top.exists("heldout.jsonl") and len(top.read_text("heldout.jsonl").splitlines()) == 10
+    assert list(summary["stages"]) == ["base_model", "curation", "heldout", "train", "eval"]
+    assert summary["stages"]["curation"]["result"]["final_rows"] == 32
+    assert summary["stages"]["train"]["result"]["metrics"]["step"] == 2
+    assert top.exists("heldout.jsonl") and len(top.read_text("heldout.jsonl").splitlines()) == 4
     assert Location(f"{work}/curation/dataset").exists("s1k.parquet")
     assert Location(f"{work}/base_model").exists("config.json")
-    assert {"base_model.json", "curation.json", "heldout.json"} <= set(Location(f"{work}/stages").names())
-    assert {"base_model.log", "curation.log", "heldout.log"} <= set(Location(f"{work}/logs").names())
-
-
-def test_sft_across_both_nodes_writes_checkpoints_and_export_to_s3(cluster, checkout, s3_server, tmp_path):
-    """`jobs/train_sft.py` with one worker per node, ZeRO-3 over gloo, S1RAY_STORAGE on S3: the
-    checkpoints and the HF export land there, and the job says where."""
-    from s1ray.storage import Location
-    from s1ray.train.toy import write_toy_dataset
-
-    data = write_toy_dataset(tmp_path / "toy.jsonl", 8)  # an absolute path both nodes see
-    # storage_path is the config's relative runs/train: it lands under S1RAY_STORAGE, on S3
-    status, logs = submit(cluster, checkout, [
-        "python", "jobs/train_sft.py", "--config", "configs/train/tiny_cpu.yaml", "name=submitted",
-        f"model={checkout / '.tiny/model'}", f"dataset.source={data}", "max_steps=4",
-        "global_batch_size=2", "checkpoint_every_steps=2", "logging={report_every: 2}"],
-        {"S1RAY_STORAGE": s3_server.uri()})
-    assert status.endswith("SUCCEEDED"), logs
-    import pyarrow.fs as pafs
-
-    run_dir = Location(s3_server.uri("runs", "train", "submitted"))
-    dirs = [i.base_name for i in run_dir.fs.get_file_info(pafs.FileSelector(run_dir.root))
+    train = Location(f"{work}/train/miniature-sft")
+    dirs = [i.base_name for i in train.fs.get_file_info(pafs.FileSelector(train.root))
             if i.type == pafs.FileType.Directory]
-    assert any(d.startswith("checkpoint") for d in dirs), dirs
-    export = Location(s3_server.uri("runs", "train", "submitted", "export"))
-    assert export.exists("config.json") and any(n.endswith(".safetensors") for n in export.names()), export.names()
-    assert s3_server.uri("runs", "train", "submitted") in logs, logs[-3000:]
+    assert len([d for d in dirs if d.startswith("checkpoint")]) >= 1, dirs
+    model = Location(f"{work}/model")
+    assert model.exists("config.json") and any(n.endswith(".safetensors") for n in model.names()), model.names()
+    assert {"metrics.md", "run.json"} <= set(Location(f"{work}/eval").names())
+    assert len(read_samples(f"{work}/eval")) == 4  # 4 held-out problems, one budget
+    stages = ("base_model", "curation", "heldout", "train", "eval")
+    assert {f"{s}.json" for s in stages} <= set(Location(f"{work}/stages").names())
+    assert {f"{s}.log" for s in stages} <= set(Location(f"{work}/logs").names())

@@ -6,7 +6,8 @@ methods and majority voting. This stage adds
 * the extrapolation sweep: 0..6 forced Waits beyond the natural end, and other strings;
 * the data ablation: one student per selection method, curated from a copy of the pipeline's
   curation (only selection and export rerun), trained with the same recipe, evaluated at one
-  budget with budget forcing;
+  budget with budget forcing. The pipeline's own selection is its student already: that point
+  joins the extrapolation sweep, so the one engine serves both;
 
 then writes ``report.json``, ``report.md`` and the plots at the top of the work dir (the
 sub-runs live under ``paper/``). Every sub-run resumes:
@@ -97,24 +98,31 @@ def run_paper(runner: "PipelineRunner") -> dict[str, Any]:
     main = run_sweep(ev)
     main_samples = _samples(main)
     n_curated = _curated_rows(runner.curated_path)
+    own = cfg.curation.selection.method
+    extra_budgets = [BudgetSpec.model_validate(b) for b in extrapolation_budgets(p)]
+    extra_labels = {b.label for b in extra_budgets}
+    ablation = BudgetSpec.model_validate(p.data_ablation.budget)
+    if own in p.data_ablation.selections and ablation.label not in extra_labels:
+        extra_budgets.append(ablation)
     e = runner.eval_cfg(model, "paper/extrapolation")
     e = e.model_copy(update={"methods": ["budget_forcing"], "method_budgets": {}, "n_votes": [],
-                             "budgets": [BudgetSpec.model_validate(b) for b in extrapolation_budgets(p)]})
-    extra = run_sweep(e)
+                             "budgets": extra_budgets})
+    swept = _samples(run_sweep(e))
     students = []
     for sel in p.data_ablation.selections:
-        if sel == cfg.curation.selection.method:
-            m, n = model, n_curated
+        if sel == own:
+            n, samples = n_curated, [s for s in swept if s["budget"] == ablation.label]
         else:
             m, n = _student(runner, sel)
-        res = _ablation_eval(runner, m, sel)
-        students.append({"selection": sel, "n_train": n, "budget": p.data_ablation.budget, "samples": _samples(res)})
+            samples = _samples(_ablation_eval(runner, m, sel))
+        students.append({"selection": sel, "n_train": n, "budget": p.data_ablation.budget, "samples": samples})
     meta = {"held-out problems": len({s["id"] for s in main_samples}),
             "student": f"{cfg.base_model.num_hidden_layers}-layer Qwen2, hidden {cfg.base_model.hidden_size}, "
                        f"trained from scratch on {n_curated} curated traces",
             "teacher": "the miniature's programmatic teacher with self-checks (s1ray/miniature/problems.py)",
             "decoding": f"greedy (voting and rejection sampling: temperature {ev.vote_temperature})"}
-    report = build_report(main_samples, ev.methods, ev.n_votes, _samples(extra), students, meta)
+    extrapolated = [s for s in swept if s["budget"] in extra_labels]
+    report = build_report(main_samples, ev.methods, ev.n_votes, extrapolated, students, meta)
     return write_paper(report, out, main.files.get("accuracy_vs_thinking.png"))
 
 
