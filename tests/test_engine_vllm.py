@@ -282,7 +282,7 @@ if __name__ == "__main__":
 '''
 
 
-def test_interpreter_exit_is_clean_with_engines_left_over(tiny_model_dir, tmp_path):
+def test_interpreter_exit_is_clean_with_an_engine_left_over(tiny_model_dir, tmp_path):
     """Regression: AsyncLLM.__del__ running during interpreter finalization raised a TypeError,
     and printing it once deadlocked on the import lock -- pytest hung after its summary line.
     Engines alive at exit are shut down by an atexit hook, shut-down ones have a no-op __del__.
