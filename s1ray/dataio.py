@@ -342,6 +342,29 @@ def _put_dir(tmp: Path, uri: str, last: tuple[str, ...]) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _filesystem(where: str | Path):
+    """(pyarrow filesystem, path inside it) for a local path or a URI."""
+    import pyarrow.fs as pafs
+
+    if isinstance(where, str) and "://" in where:
+        return pafs.FileSystem.from_uri(where)
+    return pafs.LocalFileSystem(), str(Path(where).expanduser().resolve())
+
+
+def copy_tree(src: str | Path, dst: str | Path) -> None:
+    """Copy the directory ``src`` into ``dst``, each a local path or a URI (``s3://...``);
+    files already at ``dst`` under the same names are overwritten. Not atomic: a caller that
+    must know the copy is whole writes its own marker after it."""
+    import pyarrow.fs as pafs
+
+    src_fs, src_root = _filesystem(src)
+    dst_fs, dst_root = _filesystem(dst)
+    if src_fs.get_file_info(src_root).type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"{src}: no such directory")
+    dst_fs.create_dir(dst_root, recursive=True)
+    pafs.copy_files(src_root, dst_root, source_filesystem=src_fs, destination_filesystem=dst_fs)
+
+
 # -- fingerprints -----------------------------------------------------------------------------
 def fingerprint(obj: Any) -> str:
     """SHA-256 (hex) of ``obj`` as sorted-key JSON; values JSON cannot hold count by ``str()``."""

@@ -12,6 +12,8 @@ from cluster_fixtures import s3_server, two_nodes, wait_for  # noqa: F401  (fixt
 from s1ray.config import ConfigError
 from s1ray.storage import SHARED_ENV, STORAGE_ENV, Location, check_shared, resolve_output
 
+ROOT = Path(__file__).resolve().parents[1]
+
 # `ray` too: they start Ray, so the unit tier (-m "not vllm and not ray") leaves them out.
 pytestmark = [pytest.mark.cluster, pytest.mark.ray]
 
@@ -140,6 +142,68 @@ def test_eval_sweep_writes_to_s3_and_resumes_there(s3_server, tmp_path, monkeypa
     local = run_sweep(cfg, backend=ScriptedBackend())
     assert local.method_rows == second.method_rows and local.vote_rows == second.vote_rows
     assert "| budget_forcing |" in loc.read_text("metrics.md")
+
+
+def test_the_paper_stage_reads_and_writes_s3(s3_server, monkeypatch):
+    """The paper stage's own storage steps on an s3:// work dir: a student's copy of the
+    pipeline's curation is made once, and a copy cut short (a fault injected at pyarrow's copy)
+    leaves no marker, so it is made again; the curated set's rows are counted on S3; the report
+    and its plots land there. (The experiments themselves are tests/test_paper.py's, on a local
+    work dir: the stage's code is the same, with every path through PipelineRunner.at.)"""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+    from test_paper_report import seq, vote
+
+    from s1ray.config import load_config
+    from s1ray.dataio import atomic_write
+    from s1ray.pipeline.config import PipelineConfig
+    from s1ray.pipeline.paper import COPIED, _curated_rows, seed_curation, write_paper
+    from s1ray.pipeline.paper_report import build_report
+    from s1ray.pipeline.run import PipelineRunner
+
+    work = s3_server.uri("paper-work")
+    runner = PipelineRunner(load_config(PipelineConfig, ROOT / "configs/pipeline/paper.yaml", [f"work_dir={work}"]))
+    assert runner.remote and runner.at("curation") == f"{work}/curation"
+    table = pa.table({"question": [f"q{i}" for i in range(5)]})
+    atomic_write(f"{work}/curation/dataset/s1k.parquet", lambda tmp: pq.write_table(table, tmp))
+    Location(f"{work}/curation/stages/dedupe").write_text("marker.json", "pipeline")
+    home = f"{work}/paper/students/random"
+    real = pafs.copy_files
+
+    def cut_short(*a, **kw):
+        raise OSError("injected: the copy died midway")
+
+    monkeypatch.setattr(pafs, "copy_files", cut_short)
+    with pytest.raises(OSError, match="injected"):
+        seed_curation(runner.at("curation"), home)
+    assert not Location(home).exists(COPIED)
+    monkeypatch.setattr(pafs, "copy_files", real)
+    cur = seed_curation(runner.at("curation"), home)
+    assert cur == f"{home}/curation" and Location(home).exists(COPIED)
+    assert _curated_rows(f"{cur}/dataset/s1k.parquet") == 5
+    Location(f"{cur}/stages/dedupe").write_text("marker.json", "the student's own")  # its curation moved on
+    seed_curation(runner.at("curation"), home)
+    assert Location(f"{cur}/stages/dedupe").read_text("marker.json") == "the student's own"  # made once
+
+    samples = [seq("budget_forcing", b, q, q < b // 8, min(b, 10), cap=b) for b in (8, 16) for q in range(4)]
+    samples += [vote(q, i, "1", 3) for q in range(4) for i in range(2)]
+    waits = [seq("budget_forcing", "w", q, q == 0, 5 + w, budget_num_waits=w, num_waits=w) for w in (0, 1)
+             for q in range(2)]
+    students = [{"selection": "random", "n_train": 5, "budget": {"max": 16}, "samples": samples[:4]}]
+    report = build_report(samples, ["budget_forcing"], [1, 2], waits, students)
+    png = b"\x89PNG\r\n\x1a\n the eval sweep's plot"
+    Location(f"{work}/eval").write_bytes("accuracy_vs_thinking.png", png)
+    res = write_paper(report, runner.work, f"{work}/eval/accuracy_vs_thinking.png")
+    out = Location(work)
+    assert res["report"] == f"{work}/report.md" and res["plots"]["methods"] == f"{work}/methods.png"
+    assert {"report.md", "report.json", "methods.png", "parallel_vs_sequential.png", "extrapolation.png"} <= set(out.names())
+    assert out.read_bytes("methods.png") == png
+    assert out.read_bytes("extrapolation.png")[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(out.read_text("report.json")) == json.loads(json.dumps(report))
+    assert "methods.png" in out.read_text("report.md")
 
 
 def test_node_local_storage_is_refused_on_two_nodes(two_nodes, tiny_model_dir, tmp_path, monkeypatch):

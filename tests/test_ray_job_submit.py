@@ -69,15 +69,19 @@ def start_head() -> tuple[subprocess.Popen, str, int, str, int]:
     return head, f"http://127.0.0.1:{dash}", agent_http, temp, gcs
 
 
-def start_worker(gcs: int) -> subprocess.Popen:
-    """A second node joining the head, as `ray start --address` on a worker machine does."""
+def start_worker(gcs: int) -> tuple[subprocess.Popen, str]:
+    """A second node joining the head, as `ray start --address` on a worker machine does, with
+    its own temp dir as another machine has: sharing the head's, the two nodes' runtime-env
+    agents shared one runtime_resources/, and a job's first ray.init had the worker's agent
+    unpack the job's working dir again under the entrypoint running from it on the head."""
     agent_http, agent_grpc, rt_agent, metrics, nm, om = free_ports(6)
+    temp = tempfile.mkdtemp(prefix="s1rw", dir="/tmp")
     return subprocess.Popen(
         [RAY, "start", "--block", f"--address=127.0.0.1:{gcs}", f"--dashboard-agent-listen-port={agent_http}",
          f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={rt_agent}",
          f"--metrics-export-port={metrics}", f"--node-manager-port={nm}", f"--object-manager-port={om}",
-         "--num-cpus=1", f"--object-store-memory={300 * 1024**2}", "--disable-usage-stats"],
-        env=cluster_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+         "--num-cpus=1", f"--object-store-memory={300 * 1024**2}", f"--temp-dir={temp}", "--disable-usage-stats"],
+        env=cluster_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True), temp
 
 
 def alive_nodes(address: str) -> int:
@@ -152,7 +156,7 @@ def cluster(s3_server):
         stop_head(head, temp)
     else:
         pytest.fail("a local Ray head with the Jobs API did not come up in 4 attempts")
-    worker = start_worker(gcs)
+    worker, worker_temp = start_worker(gcs)
     try:
         from cluster_fixtures import wait_for
 
@@ -160,7 +164,7 @@ def cluster(s3_server):
                  alive=lambda: worker.poll() is None)
         yield address
     finally:
-        stop_head(worker, None)
+        stop_head(worker, worker_temp)
         stop_head(head, temp)
 
 
@@ -228,11 +232,13 @@ def test_eval_of_a_model_only_on_the_submitting_machine(cluster, checkout, tmp_p
 
 
 def test_pipeline_miniature(cluster, checkout, s3_server):
-    """The miniature pipeline job, reduced (a small pool, a short SFT, one budget; no Serve), from
-    the plain checkout (no S1RAY_DATA_DIR, hub offline) with its work dir on S3. Every stage writes
-    there: the base model, curation's stages, the held-out set, SFT's checkpoints across both nodes
-    and its HF export, the eval of that export (each node copies the model from S3 once), the stage
-    markers, the summary and the stage logs."""
+    """The paper-in-miniature pipeline job, reduced (a small pool, a short SFT, one budget, one
+    method, one ablation student; no Serve), from the plain checkout (no S1RAY_DATA_DIR, hub
+    offline) with its work dir on S3. Every stage writes there: the base model, curation's
+    stages, the held-out set, SFT's checkpoints across both nodes and its HF export, the eval of
+    that export (each node copies the model from S3 once), the paper stage's student (its copy
+    of the curation, its SFT and its sweep) and report, the stage markers, the summary and the
+    stage logs."""
     import pyarrow.fs as pafs
 
     from s1ray.eval.samples import read_samples
@@ -240,20 +246,23 @@ def test_pipeline_miniature(cluster, checkout, s3_server):
 
     pool = "{name: miniature, kind: miniature, n: 400, seed: 0}"
     status, logs = submit(cluster, checkout, [
-        "python", "jobs/pipeline.py", "--config", "configs/pipeline/miniature.yaml",
-        "stages=[base_model,curation,heldout,train,eval]", f"curation.sources=[{pool}]",
-        "curation.quality.traces=[{kind: miniature_teacher, n: 400, seed: 0}]",
+        "python", "jobs/pipeline.py", "--config", "configs/pipeline/paper.yaml", f"curation.sources=[{pool}]",
+        "curation.quality.traces=[{kind: miniature_teacher, n: 400, seed: 0, self_check: 0.3}]",
         "curation.difficulty.solvers=[{kind: miniature_weak_solver, name: weak_solver, n: 400, seed: 0}]",
         "curation.selection.size=32", "heldout.n=4", "train.epochs=2", "train.checkpoint_every_steps=1",
-        "eval.budgets=[16]", "eval_untrained=false"], {"S1RAY_STORAGE": s3_server.uri("store")})
+        "eval.methods=[budget_forcing]", "eval.budgets=[16]", "eval.n_votes=[]",
+        "paper.extrapolation.waits=[0]", "paper.extrapolation.continuations=[]",
+        "paper.extrapolation.max_thinking_tokens=32", "paper.data_ablation.selections=[s1,random]",
+        "paper.data_ablation.budget=16"], {"S1RAY_STORAGE": s3_server.uri("store")})
     assert status.endswith("SUCCEEDED"), logs
-    work = s3_server.uri("store", "runs", "pipeline", "miniature")
-    assert f"[s1ray] pipeline miniature: outputs in {work}" in logs
+    work = s3_server.uri("store", "runs", "pipeline", "paper")
+    assert f"[s1ray] pipeline paper: outputs in {work}" in logs
     (line,) = [ln for ln in logs.splitlines() if ln.startswith("[pipeline] curation: done")]
     assert "decontaminated against heldout; skipped math500" in line, line
     top = Location(work)
     summary = json.loads(top.read_text("summary.json"))
-    assert list(summary["stages"]) == ["base_model", "curation", "heldout", "train", "eval"]
+    stages = ("base_model", "curation", "heldout", "train", "eval", "paper")
+    assert tuple(summary["stages"]) == stages
     assert summary["stages"]["curation"]["result"]["final_rows"] == 32
     assert summary["stages"]["train"]["result"]["metrics"]["step"] == 2
     assert top.exists("heldout.jsonl") and len(top.read_text("heldout.jsonl").splitlines()) == 4
@@ -263,10 +272,14 @@ def test_pipeline_miniature(cluster, checkout, s3_server):
     dirs = [i.base_name for i in train.fs.get_file_info(pafs.FileSelector(train.root))
             if i.type == pafs.FileType.Directory]
     assert len([d for d in dirs if d.startswith("checkpoint")]) >= 1, dirs
-    model = Location(f"{work}/model")
-    assert model.exists("config.json") and any(n.endswith(".safetensors") for n in model.names()), model.names()
+    for model in (Location(f"{work}/model"), Location(f"{work}/paper/students/random/model")):
+        assert model.exists("config.json") and any(n.endswith(".safetensors") for n in model.names()), model.names()
     assert {"metrics.md", "run.json"} <= set(Location(f"{work}/eval").names())
-    assert len(read_samples(f"{work}/eval")) == 4  # 4 held-out problems, one budget
-    stages = ("base_model", "curation", "heldout", "train", "eval")
+    assert len(read_samples(f"{work}/eval")) == 4  # 4 held-out problems, one budget, one method
+    assert Location(f"{work}/paper/students/random").exists("curation.copied")
+    assert len(read_samples(f"{work}/paper/ablation/random")) == 4
+    assert {"report.md", "report.json", "methods.png", "parallel_vs_sequential.png", "extrapolation.png"} <= set(top.names())
+    report = json.loads(top.read_text("report.json"))
+    assert [(r["selection"], r["n_questions"]) for r in report["data_ablation"]] == [("s1", 4), ("random", 4)]
     assert {f"{s}.json" for s in stages} <= set(Location(f"{work}/stages").names())
     assert {f"{s}.log" for s in stages} <= set(Location(f"{work}/logs").names())

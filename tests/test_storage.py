@@ -98,6 +98,21 @@ def test_a_location_is_a_directory_on_a_pyarrow_filesystem(tmp_path):
     assert Location(tmp_path / "missing").names() == []
 
 
+def test_copy_tree_copies_a_directory_between_locations(tmp_path):
+    from s1ray.dataio import copy_tree
+
+    (tmp_path / "src" / "a" / "b").mkdir(parents=True)
+    (tmp_path / "src" / "top.txt").write_text("1")
+    (tmp_path / "src" / "a" / "b" / "deep.txt").write_text("2")
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "dst" / "top.txt").write_text("old")
+    copy_tree(tmp_path / "src", tmp_path / "dst")
+    got = sorted(p.relative_to(tmp_path / "dst").as_posix() for p in (tmp_path / "dst").rglob("*") if p.is_file())
+    assert got == ["a/b/deep.txt", "top.txt"] and (tmp_path / "dst" / "top.txt").read_text() == "1"
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        copy_tree(tmp_path / "missing", tmp_path / "dst2")
+
+
 def test_shared_storage_check_needs_several_nodes(plain, monkeypatch):
     from s1ray import storage
 

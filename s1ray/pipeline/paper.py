@@ -10,8 +10,10 @@ methods and majority voting. This stage adds
   joins the extrapolation sweep, so the one engine serves both;
 
 then writes ``report.json``, ``report.md`` and the plots at the top of the work dir (the
-sub-runs live under ``paper/``). Every sub-run resumes:
-curation and SFT by their own markers, the sweeps by their sample logs.
+sub-runs live under ``paper/``). The work dir may be local, a shared mount or an ``s3://`` URI:
+every path goes through :meth:`PipelineRunner.at` and the foundation's writers. Every sub-run
+resumes: a student's copy of the curation by its marker, curation and SFT by their own markers,
+the sweeps by their sample logs.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from s1ray.dataio import write_json_atomic, write_text_atomic
+from s1ray.dataio import atomic_write, copy_tree, join_location, local_copy, write_json_atomic, write_text_atomic
 from s1ray.eval.config import BudgetSpec
 from s1ray.pipeline.paper_report import build_report, render_markdown
+from s1ray.storage import Location
 
 if TYPE_CHECKING:
     from s1ray.pipeline.run import PipelineRunner
@@ -46,10 +49,24 @@ def _samples(res) -> list[dict]:
     return list(read_samples(res.output_dir))
 
 
-def _curated_rows(path: Path) -> int:
+def _curated_rows(path: str | Path) -> int:
     import pyarrow.parquet as pq
 
-    return pq.read_metadata(path).num_rows
+    return pq.read_metadata(local_copy(str(path))).num_rows
+
+
+COPIED = "curation.copied"  # written after a student's copy of the pipeline's curation is whole
+
+
+def seed_curation(pipeline_curation: str | Path, home: str | Path) -> str | Path:
+    """``home``/curation: a copy of the pipeline's curation (its stages up to selection are the
+    student's too), made once; a copy cut short has no marker and is made again."""
+    cur_dir = join_location(home, "curation")
+    done = Location(home)
+    if not done.exists(COPIED):
+        copy_tree(pipeline_curation, cur_dir)
+        done.write_text(COPIED, f"{pipeline_curation}\n")
+    return cur_dir
 
 
 def _student(runner: "PipelineRunner", selection: str) -> tuple[str, int]:
@@ -57,11 +74,8 @@ def _student(runner: "PipelineRunner", selection: str) -> tuple[str, int]:
     from s1ray.curation.pipeline import run_curation
     from s1ray.train.trainer import run as run_train
 
-    home = runner.work / "paper" / "students" / selection
-    cur_dir = home / "curation"
-    if not cur_dir.exists():  # the pipeline's curation up to selection is this student's too
-        shutil.copytree(runner.work / "curation", home / "curation.tmp", dirs_exist_ok=True)
-        (home / "curation.tmp").rename(cur_dir)
+    home = runner.at(f"paper/students/{selection}")
+    cur_dir = seed_curation(runner.at("curation"), home)
     c = runner.curation_cfg()
     c.output_dir = str(cur_dir)
     if selection == WHOLE_POOL:
@@ -69,13 +83,13 @@ def _student(runner: "PipelineRunner", selection: str) -> tuple[str, int]:
     else:
         c.selection = c.selection.model_copy(update={"method": selection})
     run_curation(c)
-    data = cur_dir / "dataset" / "s1k.parquet"
+    data = join_location(cur_dir, "dataset/s1k.parquet")  # curation's export layout
     t = runner.train_cfg()
     t.dataset.source = str(data)
-    t.storage_path = str(home / "train")
-    t.export_dir = str(home / "model")
+    t.storage_path = str(join_location(home, "train"))
+    t.export_dir = str(join_location(home, "model"))
     run_train(t)
-    return str(home / "model"), _curated_rows(data)
+    return t.export_dir, _curated_rows(data)
 
 
 def _ablation_eval(runner: "PipelineRunner", model: str, selection: str):
@@ -93,7 +107,7 @@ def run_paper(runner: "PipelineRunner") -> dict[str, Any]:
 
     cfg, p = runner.cfg, runner.cfg.paper
     out = runner.work
-    model = str(runner.work / "model")
+    model = str(runner.at("model"))
     ev = runner.eval_cfg(model, "eval")  # the eval stage's sweep: its samples are on disk
     main = run_sweep(ev)
     main_samples = _samples(main)
@@ -126,19 +140,21 @@ def run_paper(runner: "PipelineRunner") -> dict[str, Any]:
     return write_paper(report, out, main.files.get("accuracy_vs_thinking.png"))
 
 
-def write_paper(report: dict[str, Any], out: Path, methods_png: str | Path | None) -> dict[str, Any]:
+def write_paper(report: dict[str, Any], out: str | Path, methods_png: str | Path | None) -> dict[str, Any]:
+    """The report and its plots in ``out`` (a local directory or a URI)."""
     from s1ray.pipeline.paper_plots import plot_extrapolation, plot_parallel_vs_sequential
 
-    out.mkdir(parents=True, exist_ok=True)
     plots = {}
-    if methods_png and Path(methods_png).is_file():
-        shutil.copyfile(methods_png, out / "methods.png")
+    if methods_png:  # the eval sweep's own plot, written by the run_sweep just before
+        atomic_write(join_location(out, "methods.png"),
+                     lambda tmp: shutil.copyfile(local_copy(str(methods_png)), tmp))
         plots["methods"] = "methods.png"
-    plot_parallel_vs_sequential(report["parallel_vs_sequential"], out / "parallel_vs_sequential.png")
+    plot_parallel_vs_sequential(report["parallel_vs_sequential"], join_location(out, "parallel_vs_sequential.png"))
     plots["parallel_vs_sequential"] = "parallel_vs_sequential.png"
-    plot_extrapolation(report["extrapolation"], out / "extrapolation.png")
+    plot_extrapolation(report["extrapolation"], join_location(out, "extrapolation.png"))
     plots["extrapolation"] = "extrapolation.png"
-    write_json_atomic(out / "report.json", report, indent=1)
-    write_text_atomic(out / "report.md", render_markdown(report, plots))
-    return {"report": str(out / "report.md"), "report_json": str(out / "report.json"),
-            "plots": {k: str(out / v) for k, v in plots.items()}}
+    write_json_atomic(join_location(out, "report.json"), report, indent=1)
+    write_text_atomic(join_location(out, "report.md"), render_markdown(report, plots))
+    return {"report": str(join_location(out, "report.md")), "report_json": str(join_location(out, "report.json")),
+            "plots": {k: str(join_location(out, v)) for k, v in plots.items()}}
+

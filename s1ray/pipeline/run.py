@@ -7,8 +7,7 @@ picks up where it stopped.
 
 ``work_dir`` may be a URI (``s3://...``): every stage's outputs then go there (the stages'
 loaders read models and datasets on S3 through local copies, :func:`s1ray.dataio.local_copy`),
-and the stage logs are written locally and uploaded after each stage. The ``paper`` stage,
-which copies curation outputs around, needs a local or shared ``work_dir``.
+and the stage logs are written locally and uploaded after each stage.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from s1ray.console import captured, say, tail
-from s1ray.config import ConfigError
 from s1ray.dataio import (atomic_write, fingerprint, join_location, local_copy, replace_dir, write_json_atomic,
                           write_text_atomic)
 from s1ray.pipeline.config import PipelineConfig
@@ -35,9 +33,6 @@ class PipelineRunner:
         self.echo = echo
         where = cfg.resolved_work_dir()
         self.remote = is_uri(where)
-        if self.remote and "paper" in cfg.stages:
-            raise ConfigError(f"work_dir: {where!r}: the paper stage needs a local or shared work_dir (it copies "
-                              "curation outputs into its students' directories); run it without 'paper' on S3")
         self.work: str | Path = where if self.remote else Path(where).resolve()
         if not self.remote:
             self.work.mkdir(parents=True, exist_ok=True)
