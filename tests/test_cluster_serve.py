@@ -1,10 +1,11 @@
-"""Serve on the production topology in miniature: two replicas of the s1ray app (real Ray Serve,
-real vLLM on the tiny model), one per node of a 2-node cluster (tests/cluster_fixtures.py), under
-a bounded closed-loop client. The second node is removed while requests are in flight, as a lost
-spot instance, and a replacement node is added. The test records what every request got and
-when, and checks what must hold: every request is answered (no client hang), the endpoint
-answers again while one replica is left, and once the replacement replica runs, every request
-succeeds. The figures (status codes per phase, recovery times) are printed and written to
+"""Serve on the production topology in miniature: two engine replicas of the s1ray app (real Ray
+Serve, real vLLM on the tiny model), one per node of a 2-node cluster (tests/cluster_fixtures.py),
+behind the HTTP ingress on the head, under a bounded closed-loop client. The second node is
+removed while requests are in flight, as a lost spot instance, and a replacement node is added.
+The test records what every request got and when, and checks what must hold: every request is
+answered (no client hang) with 200 or, for one in flight on the lost replica, a retryable 503
+(never a 500); every request sent after Serve noticed the loss succeeds; and once the
+replacement replica runs, every request succeeds. The figures (status codes per phase, recovery times) are printed and written to
 ``serve_node_loss.json`` in the test's directory.
 
 Synchronisation is on events: responses counted, Serve's replica states, node membership."""
@@ -22,27 +23,27 @@ from cluster_fixtures import free_port, s3_server, two_nodes, wait_for  # noqa: 
 pytestmark = [pytest.mark.cluster, pytest.mark.ray, pytest.mark.vllm, pytest.mark.timeout(1200)]
 
 NODE = {"num_cpus": 1, "object_store_memory": 80 * 1024**2}
-CLIENTS = 3  # closed loop: each sends its next request when the last one is answered
+CLIENTS = 4  # closed loop: each sends its next request when the last one is answered
 BODY = {"model": "s1ray-tiny", "messages": [{"role": "user", "content": "What is 2 + 3?"}],
-        "max_thinking_tokens": 8, "max_answer_tokens": 4}
+        "max_thinking_tokens": 32, "max_answer_tokens": 4}
 
 
 def _replicas() -> Counter:
     from ray import serve
 
     app = serve.status().applications.get("s1ray")
-    if app is None or "S1RayServer" not in app.deployments:
+    if app is None or "S1RayEngine" not in app.deployments:
         return Counter()
-    return Counter({str(k): v for k, v in app.deployments["S1RayServer"].replica_states.items()})
+    return Counter({str(k): v for k, v in app.deployments["S1RayEngine"].replica_states.items()})
 
 
 def _replica_nodes() -> list[str]:
-    """Nodes of the live replicas, from the GCS actor table (the state API needs the dashboard,
+    """Nodes of the live engine replicas, from the GCS actor table (the state API needs the dashboard,
     which the fixture's cluster leaves out)."""
     from ray._private.state import actors
 
     return [a["Address"]["NodeID"] for a in actors(actor_state_name="ALIVE").values()
-            if a["ActorClassName"].startswith("ServeReplica:s1ray")]
+            if a["ActorClassName"] == "ServeReplica:s1ray:S1RayEngine"]
 
 
 class ClosedLoop:
@@ -50,6 +51,7 @@ class ClosedLoop:
 
     def __init__(self, base: str):
         self.base, self.log, self.lock = base, [], threading.Lock()
+        self.unavailable: list[tuple[str | None, str]] = []  # (Retry-After, error type) of each 503
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(CLIENTS)]
 
@@ -60,7 +62,11 @@ class ClosedLoop:
             while not self.stop.is_set():
                 t0 = time.monotonic()
                 try:
-                    status = http.post(self.base + "/v1/chat/completions", json=BODY).status_code
+                    r = http.post(self.base + "/v1/chat/completions", json=BODY)
+                    status = r.status_code
+                    if status == 503:
+                        with self.lock:
+                            self.unavailable.append((r.headers.get("retry-after"), r.json()["error"]["type"]))
                 except httpx.HTTPError as e:
                     status = type(e).__name__
                 with self.lock:
@@ -126,6 +132,7 @@ def test_serve_answers_through_a_lost_node(two_nodes, tiny_model_dir, tmp_path):
     for start, end, status in log:
         phases.setdefault(_phase(start, end, t), Counter())[str(status)] += 1
     ok_after_kill = [end for start, end, status in log if start >= t["kill"] and status == 200]
+    after_noticed = Counter(str(status) for start, _, status in log if start >= t["noticed"])
     figures = {
         "requests": len(log),
         "status_by_phase": {k: dict(v) for k, v in phases.items()},
@@ -133,9 +140,13 @@ def test_serve_answers_through_a_lost_node(two_nodes, tiny_model_dir, tmp_path):
         "s_until_first_success_after_loss": (min(ok_after_kill) - t["kill"]) if ok_after_kill else None,
         "s_until_replacement_running": t["replaced"] - t["kill"],
         "alive_nodes": sum(n["Alive"] for n in ray.nodes()),
+        "503s": load.unavailable,
     }
     (tmp_path / "serve_node_loss.json").write_text(json.dumps(figures, indent=1))
     print("\nserve node loss:", json.dumps(figures, indent=1))
+    assert {str(status) for *_, status in log} <= {"200", "503"}, phases  # never a 500, never a dropped connection
     assert phases["before the loss"] == Counter({"200": phases["before the loss"].total()})
+    assert after_noticed == Counter({"200": after_noticed.total()}), after_noticed
+    assert all(ra is not None and kind == "server_unavailable" for ra, kind in load.unavailable), load.unavailable
     assert ok_after_kill and min(ok_after_kill) < t["replaced"], "nothing answered while one replica was left"
     assert phases["after the replacement"] == Counter({"200": phases["after the replacement"].total()})

@@ -1,10 +1,12 @@
 """The Ray Serve application: an OpenAI-compatible endpoint with budget forcing.
 
-One replica holds one :class:`~s1ray.engine.vllm_engine.BudgetEngine` (vLLM ``AsyncLLM``);
-requests run concurrently inside it, so vLLM batches them. Serve provides replicas, autoscaling
-and health checks (``check_health`` -> the engine); an in-replica gate
-(:mod:`s1ray.serve.admission`) bounds generation, so stats and health never queue behind it.
-docs/serving_api.md is the API reference.
+Two deployments, as Ray Serve LLM's router and servers: this HTTP ingress (on the head node, no
+CPU reserved) parses, checks and plans each request (the tokenizer, so bad input is a 400 before
+any engine sees it), then calls an engine replica (:mod:`s1ray.serve.engine_replica`: one vLLM
+``AsyncLLM`` each, with its generation gate) through a ``DeploymentHandle``. Serve spreads the
+calls over the replicas, autoscales and health-checks them. A replica lost mid-request (its node
+went away) fails the handle call here, and the client gets a retryable 503 rather than the
+proxy's bare 500. docs/serving_api.md is the API reference.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import json
 import math
 import time
 import uuid
-from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
+from ray.exceptions import RayActorError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from s1ray.engine.budget import BudgetError, ThinkingBudget
@@ -28,8 +30,9 @@ from s1ray.engine.types import GenerationRequest
 from s1ray.http_client import read_api_key
 from s1ray.serve import protocol as P
 from s1ray.serve import responses as R
-from s1ray.serve.admission import Admission, QueueFull
+from s1ray.serve.admission import QueueFull
 from s1ray.serve.config import ServeConfig
+from s1ray.serve.engine_replica import ADMITTED, S1RayEngine
 from s1ray.serve.metrics import ServeMetrics
 
 api = FastAPI(title="s1ray", description="OpenAI-compatible budget-forcing endpoint")
@@ -91,21 +94,18 @@ def _sse(obj: dict | str) -> str:
     return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n"
 
 
-@serve.deployment(health_check_period_s=10, health_check_timeout_s=60)
+@serve.deployment
 @serve.ingress(api)
 class S1RayServer:
-    async def __init__(self, config: dict):
-        from s1ray.engine.vllm_engine import BudgetEngine
+    async def __init__(self, config: dict, engine):
+        from s1ray.engine.planner import RequestPlanner
 
         self.cfg = ServeConfig.model_validate(config)
         self.api_key = read_api_key(self.cfg.api_key_env)
-        self.engine = await BudgetEngine.create(self.cfg.engine)
+        self.engine = engine  # DeploymentHandle of S1RayEngine
+        self.planner = await asyncio.to_thread(RequestPlanner.from_config, self.cfg.engine)
         self.metrics = ServeMetrics(self.cfg.model_name)
-        self.admission = Admission(self.cfg.max_ongoing_requests, self.cfg.max_queued_requests)
         self.effort = {k: v.model_dump() for k, v in self.cfg.reasoning_effort.items()}
-
-    async def check_health(self) -> None:
-        await self.engine.check_health()
 
     # -- checks ------------------------------------------------------------------------------
     def _auth(self, request: Request) -> None:
@@ -126,7 +126,7 @@ class S1RayServer:
         """The engine request, planned (tokenized, checked to fit) before anything runs."""
         req = body.to_request(self.cfg.default_max_answer_tokens, self.effort, **prompt)
         try:
-            self.engine.planner.prepare(req)
+            self.planner.prepare(req)
         except BudgetError as exc:
             raise body.field_error(exc) from None
         return req
@@ -139,22 +139,33 @@ class S1RayServer:
         return HTTPError(503, "the server is at capacity and its queue is full; retry later", None,
                          "server_overloaded", {"Retry-After": str(math.ceil(self.cfg.retry_after_s))})
 
-    @asynccontextmanager
-    async def _generation_slot(self):
+    def _lost(self) -> HTTPError:
+        return HTTPError(503, "the replica serving this request was lost (its node went away); retry", None,
+                         "server_unavailable", {"Retry-After": str(math.ceil(self.cfg.retry_after_s))})
+
+    async def _call(self, body, kind: str, response, first_item: bool = False):
+        """Await an engine call (or a stream's first item) within the request's deadline: 504
+        after it; 503 with Retry-After for a full queue or a replica lost mid-request. A
+        deadline or a client that went away cancels the call, so the engine aborts it."""
         try:
-            await self.admission.acquire()
+            async with asyncio.timeout(self._deadline(body)):
+                return await (response.__anext__() if first_item else response)
+        except TimeoutError:
+            response.cancel()
+            raise self._timed_out(body, kind) from None
+        except asyncio.CancelledError:
+            response.cancel()
+            raise
         except QueueFull:
             raise self._busy() from None
-        try:
-            yield
-        finally:
-            self.admission.release()
+        except RayActorError:
+            raise self._lost() from None
 
     # -- endpoints ---------------------------------------------------------------------------
     @api.get("/health")
     async def health(self) -> JSONResponse:
         try:
-            await self.engine.check_health()
+            await self.engine.check_health.remote()
         except Exception as exc:  # noqa: BLE001 -- any engine failure means unhealthy
             return JSONResponse({"status": "unhealthy", "error": str(exc)}, status_code=503)
         return JSONResponse({"status": "ok"})
@@ -186,31 +197,25 @@ class S1RayServer:
         echoes = [self._echo(p) for p in prompts] if body.echo else [""] * len(prompts)
         if len(reqs) == 1:
             return await self._complete(body, reqs[0], "completions", echoes[0])
-        results = await self._with_deadline(
-            body, lambda: asyncio.gather(*(self.engine.generate(r) for r in reqs)), "completions")
-        return R.completion_response(self.cfg.model_name, list(results), echoes=echoes)
+        results = await self._call(body, "completions", self.engine.generate.remote(reqs))
+        return R.completion_response(self.cfg.model_name, results, echoes=echoes)
 
     def _echo(self, prompt: dict) -> str:
         if "prompt" in prompt:
             return prompt["prompt"]
-        return self.engine.tokenizer.decode(prompt["prompt_token_ids"], skip_special_tokens=False)
+        return self.planner.tokenizer.decode(prompt["prompt_token_ids"], skip_special_tokens=False)
 
     async def _complete(self, body: P.BudgetFields, req: GenerationRequest, kind: str, echo: str = ""):
         if body.stream:
-            try:
-                async with asyncio.timeout(self._deadline(body)):
-                    await self.admission.acquire()
-            except QueueFull:
-                raise self._busy() from None
-            except TimeoutError:
-                raise self._timed_out(body, kind) from None
-            return StreamingResponse(self._stream(body, req, kind, echo), media_type="text/event-stream")
+            chunks = self.engine.options(stream=True).stream.remote(req)
+            await self._call(body, kind, chunks, first_item=True)  # admitted: a 503/504 is still possible here
+            return StreamingResponse(self._stream(body, req, kind, echo, chunks), media_type="text/event-stream")
         start = time.perf_counter()
         if body.n == 1 and not body.vote:
-            results = [await self._with_deadline(body, lambda: self.engine.generate(req), kind)]
+            results = await self._call(body, kind, self.engine.generate.remote([req]))
             vote = None
         else:
-            out = await self._with_deadline(body, lambda: self.engine.vote(req, body.n), kind)
+            out = await self._call(body, kind, self.engine.vote.remote(req, body.n))
             results = out.samples
             vote = {"answer": out.answer, "distribution": out.distribution, "answers": out.answers} if body.vote else None
         self.metrics.observe(kind, req.method, results, time.perf_counter() - start)
@@ -222,25 +227,19 @@ class S1RayServer:
         self.metrics.timeouts.inc(tags={"endpoint": kind})
         return HTTPError(504, f"request exceeded its deadline of {self._deadline(body)} s", "timeout_s", "timeout")
 
-    async def _with_deadline(self, body, work, kind: str):
-        """Wait for a generation slot (503 if the queue is full), then await ``work()``, all
-        within the request's deadline (504 after it)."""
+    async def _stream(self, body: P.BudgetFields, req: GenerationRequest, kind: str, echo: str, chunks):
+        """SSE lines; the engine's stream is cancelled if it does not run to its end (a client
+        that went away), which frees its generation slot and aborts the engine request."""
+        finished = False
         try:
-            async with asyncio.timeout(self._deadline(body)):
-                async with self._generation_slot():
-                    return await work()
-        except TimeoutError:
-            raise self._timed_out(body, kind) from None
-
-    async def _stream(self, body: P.BudgetFields, req: GenerationRequest, kind: str, echo: str):
-        """SSE chunks; holds the generation slot ``_complete`` took until the stream ends."""
-        try:
-            async for line in self._stream_chunks(body, req, kind, echo):
+            async for line in self._stream_chunks(body, req, kind, echo, chunks):
                 yield line
+            finished = True
         finally:
-            self.admission.release()
+            if not finished:
+                chunks.cancel()
 
-    async def _stream_chunks(self, body: P.BudgetFields, req: GenerationRequest, kind: str, echo: str):
+    async def _stream_chunks(self, body: P.BudgetFields, req: GenerationRequest, kind: str, echo: str, chunks):
         cid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
         model = self.cfg.model_name
         with_usage = body.stream_options is not None and body.stream_options.include_usage
@@ -253,7 +252,7 @@ class S1RayServer:
                     yield _sse(R.chat_chunk(cid, model, {"role": "assistant", "content": ""}, **extra))
                 elif echo:
                     yield _sse(R.completion_chunk(cid, model, echo, **extra))
-                async for part, payload in self.engine.stream(req):
+                async for part, payload in chunks:
                     if part == "result":
                         result = payload
                         break
@@ -263,8 +262,14 @@ class S1RayServer:
                     elif part == "answer":
                         yield _sse(R.completion_chunk(cid, model, payload, **extra))
         except TimeoutError:
+            chunks.cancel()
             self.metrics.timeouts.inc(tags={"endpoint": kind})
             yield _sse(R.error_body(f"request exceeded its deadline of {self._deadline(body)} s", "timeout_s", "timeout"))
+            yield _sse("[DONE]")
+            return
+        except RayActorError:  # the status line is sent already: say it in the stream
+            e = self._lost()
+            yield _sse(R.error_body(e.message, None, e.type))
             yield _sse("[DONE]")
             return
         self.metrics.observe(kind, req.method, [result], time.perf_counter() - start)
@@ -299,18 +304,10 @@ class S1RayServer:
             messages=msgs, format=body.reasoning_format, seed=body.seed, temperature=float(body.temperature),
             budget=ThinkingBudget(0, per_sample, max_answer_tokens=body.max_answer_tokens), request_id=uuid.uuid4().hex,
         )
-        self.engine.planner.prepare(seq_req)
-        self.engine.planner.prepare(par_req)
-
-        async def timed(coro):
-            t = time.perf_counter()
-            out = await coro
-            return out, time.perf_counter() - t
-
-        (seq, seq_s), (par, par_s) = await self._with_deadline(
-            body, lambda: asyncio.gather(timed(self.engine.generate(seq_req)), timed(self.engine.vote(par_req, body.n))),
-            "compare",
-        )
+        self.planner.prepare(seq_req)
+        self.planner.prepare(par_req)
+        (seq, seq_s), (par, par_s) = await self._call(body, "compare",
+                                                      self.engine.compare.remote(seq_req, par_req, body.n))
         seq_answer = extract_answer(seq.answer) or (seq.answer.strip() or None)
 
         def correct(ans):
@@ -336,16 +333,12 @@ class S1RayServer:
 
     @api.get("/v1/s1ray/stats")
     async def stats(self, request: Request) -> dict:
-        """Engine and admission counters, read in place: no engine call, no generation slot."""
+        """One engine replica's counters, read in place there: no engine call, no generation slot."""
         self._auth(request)
-        s = self.engine.stats
-        return {
-            "requests": s.requests, "rounds": s.rounds, "thinking_tokens": s.thinking_tokens,
-            "answer_tokens": s.answer_tokens, "forced_ends": s.forced_ends, "continuations": s.continuations,
-            "aborted_requests": s.aborted_requests,
-            "engine_unfinished_requests": self.engine.engine.output_processor.get_num_unfinished_requests(),
-            "generation_running": self.admission.running, "generation_queued": self.admission.waiting,
-        }
+        try:
+            return await self.engine.stats.remote()
+        except RayActorError:
+            raise self._lost() from None
 
 
 def build_app(cfg: ServeConfig):
@@ -355,8 +348,9 @@ def build_app(cfg: ServeConfig):
     # OpenAI-shaped 503. Serve's own router queue is left unbounded (-1): it holds only requests
     # in transit to a replica, and bounding it turned a burst's second request into a plain-text
     # "dropped due to backpressure" 503 before the gate ever saw it.
+    per_replica = cfg.max_ongoing_requests + cfg.max_queued_requests + cfg.admin_slots
     opts: dict = {
-        "max_ongoing_requests": cfg.max_ongoing_requests + cfg.max_queued_requests + cfg.admin_slots,
+        "max_ongoing_requests": per_replica,
         "max_queued_requests": -1,
         "ray_actor_options": {"num_cpus": cfg.num_cpus_per_replica, "num_gpus": cfg.num_gpus_per_replica or 0},
     }
@@ -364,4 +358,10 @@ def build_app(cfg: ServeConfig):
         opts["autoscaling_config"] = cfg.autoscaling.model_dump()
     else:
         opts["num_replicas"] = cfg.num_replicas
-    return S1RayServer.options(**opts).bind(cfg.model_dump())
+    engine = S1RayEngine.options(**opts).bind(cfg.model_dump())
+    # The ingress holds every request the replicas can; it is pinned to the head node, where
+    # Serve's controller and proxy live, so losing a worker node never takes the API with it.
+    most = cfg.autoscaling.max_replicas if cfg.autoscaling is not None else cfg.num_replicas
+    ingress = {"num_replicas": 1, "max_ongoing_requests": per_replica * most, "max_queued_requests": -1,
+               "ray_actor_options": {"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}}}
+    return S1RayServer.options(**ingress).bind(cfg.model_dump(), engine)
