@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import statistics
 import time
 import uuid
 
@@ -188,10 +189,11 @@ async def with_engine(cfg, body):
     engine = await BudgetEngine.create(cfg)
     print(f"  engine up in {time.perf_counter() - t:.0f} s", flush=True)
     try:
-        # Warm-up: the first requests pay one-off costs (allocation, caches).
+        # Warm-up: the first requests pay one-off costs (allocation, caches); a full batch, or
+        # the first level's first run is measured on a colder engine than the rest.
         for forcing in BACKENDS if engine.in_engine else BACKENDS[:1]:
-            await run_budget_forcing(engine, 2, 8, 2, None, 1.0, forcing)
-        await run_plain(engine, 2, 8, 2, None, 1.0)
+            await run_budget_forcing(engine, 16, 64, 2, None, 1.0, forcing)
+        await run_plain(engine, 16, 64, 2, None, 1.0)
         return await body(engine)
     finally:
         shutdown(engine)
@@ -252,13 +254,46 @@ async def main(args) -> dict:
                                lambda e: measure_levels(e, args, [vote_level], trig, C=L))
     loaded = loaded[vote_level[0]]
     total = time.perf_counter() - t0
+    processor = processor_cost(args, AutoConfig.from_pretrained(model).vocab_size, cached[levels[0][0]]["plain"])
 
     ratios = report(args, model_desc, levels, cached, uncached, loaded, total)
+    ratios["processor"] = processor
     return dict(bench="engine", model=model_desc, model_path=model, args=vars(args), seconds=total,
                 levels=levels, cached=cached, uncached=uncached, loaded=loaded, ratios=ratios)
 
 
+def processor_cost(args, vocab: int, plain: dict) -> dict:
+    """The in-engine processor's ``apply`` alone on this workload's batch and vocab (as
+    ``bench_forcing_step.py`` times it: one torch thread, like vLLM's CPU worker), against the
+    plain decode step measured above. Unlike the engine runs this does not move with the
+    neighbours' load: plain step / (step + apply) is what in-engine forcing costs the engine's step
+    (the frontend's own work per token, which rounds pays too, is not in it)."""
+    import torch
+    from bench_forcing_step import measure
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        us = measure(args.concurrency, vocab, args.thinking_tokens, args.temperature)
+    finally:
+        torch.set_num_threads(threads)
+    step_us = 1e6 * plain["seconds"] / (args.thinking_tokens + args.answer_tokens)
+    out = {"apply_us_per_step": us["now"], "apply_us_per_step_before": us["before"], "plain_step_us": step_us,
+           "in_engine_vs_plain_from_apply": step_us / (step_us + us["now"]),
+           "in_engine_vs_plain_from_apply_before": step_us / (step_us + us["before"])}
+    print(f"  (a') the processor's apply alone, {args.concurrency} rows x {vocab} ids: {us['now']:.0f} us per step "
+          f"(the one before: {us['before']:.0f} us) against a plain decode step of {step_us:.0f} us: "
+          f"step / (step + apply) = {out['in_engine_vs_plain_from_apply']:.3f}x (before: "
+          f"{out['in_engine_vs_plain_from_apply_before']:.3f}x)", flush=True)
+    return out
+
+
 # ------------------------------------------------------------------------------------------ report
+def paired_ratios(a: list[float], b: list[float], name: str) -> dict:
+    r = sorted(x / y for x, y in zip(a, b))
+    return {f"{name}_median": statistics.median(r), f"{name}_min": r[0], f"{name}_max": r[-1]}
+
+
 def level_ratios(pc: dict, npc: dict, b: float) -> dict:
     bf_vs_plain = ratio(pc["bf"]["tok_s"], pc["plain"]["tok_s"])
     # Wall time beyond what the same tokens cost as one plain request, per extra round.
@@ -269,6 +304,9 @@ def level_ratios(pc: dict, npc: dict, b: float) -> dict:
         "rounds_per_request": rounds,
         "bf_vs_plain_tok_s": bf_vs_plain,
         "in_engine_vs_plain_tok_s": ratio(pc["ie"]["tok_s"], pc["plain"]["tok_s"]),
+        # per repetition, in-engine over the plain run beside it (same neighbours): the median and
+        # the range say how much of the ratio above is the machine moving between runs
+        **paired_ratios(pc["ie"]["tok_s_all"], pc["plain"]["tok_s_all"], "in_engine_vs_plain_paired"),
         "in_engine_vs_rounds_tok_s": ratio(pc["ie"]["tok_s"], pc["bf"]["tok_s"]),
         "extra_ms_per_round": 1000 * extra / max(rounds - 1, 1),
         "prefix_cache_vs_none_tok_s": ratio(pc["bf"]["tok_s"], npc["bf"]["tok_s"]),
@@ -315,6 +353,9 @@ def report(args, model_desc, levels, cached, uncached, loaded, total) -> dict:
         print(f"  [{label}: {r['rounds_per_request']:.1f} rounds/request with rounds]")
         print(f"    (a) in-engine vs plain vLLM, tokens/s:             {r['in_engine_vs_plain_tok_s']:.2f}x"
               f"   (in-engine vs rounds: {r['in_engine_vs_rounds_tok_s']:.2f}x)")
+        print(f"        per repetition, in-engine / the plain run beside it: median "
+              f"{r['in_engine_vs_plain_paired_median']:.2f}x, range {r['in_engine_vs_plain_paired_min']:.2f}-"
+              f"{r['in_engine_vs_plain_paired_max']:.2f}x")
         print(f"    (a) rounds vs plain vLLM, tokens/s:                {r['bf_vs_plain_tok_s']:.2f}x"
               f"   (~{r['extra_ms_per_round']:.1f} ms extra wall time per extra round)")
         print(f"    (b) prefix caching vs none, rounds tok/s:          {r['prefix_cache_vs_none_tok_s']:.2f}x"

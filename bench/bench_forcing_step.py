@@ -84,7 +84,7 @@ def main() -> None:
         rows.append({"temperature": temp, "us_per_step": us["now"], "us_per_step_before": us["before"],
                      "us_per_row_step": us["now"] / a.batch, "before_over_now": us["before"] / us["now"]})
         print(f"temperature {temp:g}: {us['now']:7.1f} us per step for {a.batch} rows (V={a.vocab}), "
-              f"{us['now'] / a.batch:5.1f} us per row-step; before batching {us['before']:7.1f} us "
+              f"{us['now'] / a.batch:5.1f} us per row-step; before {us['before']:7.1f} us "
               f"({us['before'] / us['now']:.2f}x)")
     _common.write_json(a.out, {"bench": "forcing_step", "batch": a.batch, "vocab": a.vocab, "steps": a.steps,
                                "table": rows,

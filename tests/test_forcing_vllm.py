@@ -107,9 +107,11 @@ def test_a_reused_request_id_starts_from_a_fresh_forcer(engine, loop):
     assert a.thinking_tokens == 16 and a.answer_tokens == 5
 
 
-def test_batched_apply_equals_the_per_group_one_it_replaced():
-    """The processor's apply (one greedy argmax for the whole batch) writes the same logits, step for step, as the version before it (bench/_forcing_before.py) on a mixed
-    batch: greedy and sampled rows, min/max/num_waits budgets, a model that often tries to stop."""
+def test_apply_equals_the_one_it_replaced():
+    """The processor's apply (rows re-read only at events, one softmax for the stop draws, one index
+    copy per step) writes the same logits, step for step, as the version before it
+    (bench/_forcing_before.py) on a mixed batch: greedy and sampled rows at two temperatures,
+    min/max/num_waits budgets, a model that often tries to stop."""
     import torch
     from bench_modules import load_bench
     from vllm import SamplingParams
@@ -125,20 +127,22 @@ def test_batched_apply_equals_the_per_group_one_it_replaced():
     budgets = [ThinkingBudget(20, 40, max_answer_tokens=8), ThinkingBudget(0, 12, max_answer_tokens=30),
                ThinkingBudget(30, None, max_answer_tokens=5), ThinkingBudget(0, 60, num_waits=3, max_answer_tokens=4)]
 
-    def processor(cls):
-        proc, outs = cls(None, torch.device("cpu"), False), [[] for _ in range(12)]
+    def processor(cls):  # 12 forced rows and, last, one plain request the processor must not touch
+        proc, outs = cls(None, torch.device("cpu"), False), [[] for _ in range(13)]
         added = [(i, SamplingParams(extra_args={PAYLOAD_KEY: forcing_payload(
-            f"r{i}", ids, budgets[i % 4], 0.0 if i % 3 else 1.0, i)}), [], outs[i]) for i in range(12)]
-        proc.update_state(BatchUpdate(batch_size=12, removed=[], added=added, moved=[]))
+            f"r{i}", ids, budgets[i % 4], (0.0, 1.0, 0.7)[i % 3], i)}), [], outs[i]) for i in range(12)]
+        added.append((12, SamplingParams(), [], outs[12]))
+        proc.update_state(BatchUpdate(batch_size=13, removed=[], added=added, moved=[]))
         return proc, outs
 
     now, old = processor(BudgetForcingLogitsProcessor), processor(before.ProcessorBefore)
     gen = torch.Generator().manual_seed(3)
     for step in range(120):
-        logits = torch.randn(12, 700, generator=gen)
+        logits = torch.randn(13, 700, generator=gen)
         logits[:, 1] += 3.0  # an end trigger is often the model's choice
         a, b = now[0].apply(logits.clone()), old[0].apply(logits.clone())
         assert torch.equal(a, b), f"step {step}"
+        assert torch.equal(a[12], logits[12])
         for proc, outs in (now, old):
             for out, tok in zip(outs, a.argmax(-1).tolist()):
                 out.append(tok)

@@ -32,6 +32,7 @@ Rules (s1's budget forcing, made exact by counting ids):
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 
 
@@ -125,6 +126,11 @@ class FormatIds:
     def single_token_triggers(self) -> frozenset[int]:
         """Triggers the engine can stop on by itself (``stop_token_ids``)."""
         return frozenset(t[0] for t in self.end_triggers if len(t) == 1)
+
+    @functools.cached_property
+    def trigger_ends(self) -> frozenset[int]:
+        """The last id of each end trigger: a sequence that ends in none of them ends no trigger."""
+        return frozenset(t[-1] for t in self.end_triggers)
 
     @property
     def delimiter_lead(self) -> tuple[int, ...]:
@@ -235,6 +241,23 @@ class BudgetForcer(TokenCounts):
         """After a continuation the model must write at least one token (as s1 does)."""
         return 1 if (self.phase is Phase.THINKING and self._just_continued) else 0
 
+    # -- the in-engine processor's per-step shortcut -------------------------------------------
+    def thinking_room(self) -> int:
+        """How many more model ids :meth:`feed` takes as plain thinking before the cap acts (the
+        id that reaches the cap is an event); 0 outside thinking, ``1 << 30`` without a cap."""
+        if self.phase is not Phase.THINKING:
+            return 0
+        cap = self.budget.thinking_cap
+        return 1 << 30 if cap is None else max(0, cap - len(self.thinking_ids) - 1)
+
+    def extend_thinking(self, token_ids: list[int]) -> None:
+        """``feed`` each id, for at most :meth:`thinking_room` ids that the caller knows end no
+        trigger (the in-engine processor masks its single-token triggers): the same state,
+        without the per-id trigger and cap checks."""
+        if token_ids:
+            self._just_continued = False
+            self.thinking_ids.extend(token_ids)
+
     # -- internals ---------------------------------------------------------------------------
     def _feed_thinking(self, token_id: int) -> Signal:
         self._just_continued = False
@@ -264,6 +287,8 @@ class BudgetForcer(TokenCounts):
         return Signal.CONTINUE
 
     def _matched_trigger(self) -> tuple[int, ...] | None:
+        if self.thinking_ids[-1] not in self.ids.trigger_ends:  # the common case, one set lookup
+            return None
         run = len(self.thinking_ids) - self._run_start
         for trig in self.ids.end_triggers:
             n = len(trig)

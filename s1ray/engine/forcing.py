@@ -5,6 +5,7 @@ settings it gets, and one request's state. No vLLM import (the processor is
 
 from __future__ import annotations
 
+import enum
 import random
 from typing import TYPE_CHECKING
 
@@ -103,10 +104,25 @@ def _seq_at(f: BudgetForcer, i: int) -> int:
     return te[i] if i < len(te) else f.answer_ids[i - len(te)]
 
 
-class ForcedRow:
-    """One request in the batch: its forcer, its live output list and its stop-draw RNG."""
+class Action(enum.Enum):
+    """What the processor does with a row at this step."""
 
-    __slots__ = ("forcer", "out", "seen", "greedy", "temperature", "rng", "eot", "trigger_key", "after_wait_mask")
+    FORCE = "force"  # force ``ForcedRow.next_id``
+    DECIDE = "decide"  # thinking: would the model end it now? (else its triggers are masked)
+    AFTER_WAIT = "after_wait"  # the first id after a continuation: mask as min_tokens=1 does
+    SAMPLE = "sample"  # the answer: the model samples freely
+
+
+class ForcedRow:
+    """One request in the batch: its forcer, its live output list and its stop-draw RNG.
+
+    ``action`` (with ``next_id``) is what the current step asks of the row; it changes only at
+    an event (an id forced, a stop, a cap, the answer), so a row thinking freely costs one
+    :meth:`BudgetForcer.extend_thinking` per step and no other Python.
+    """
+
+    __slots__ = ("forcer", "out", "seen", "greedy", "temperature", "rng", "eot", "trigger_key", "triggers",
+                 "after_wait_mask", "action", "next_id", "room")
 
     def __init__(self, payload: dict, out: list[int], stop_ids: set[int]):
         self.forcer = forcer_from_payload(payload)
@@ -119,33 +135,56 @@ class ForcedRow:
         self.rng = random.Random(None if seed is None else (int(seed) * 1_000_003) ^ 0x5BD1E995)
         self.eot = min(payload["answer_stop"])
         self.trigger_key = tuple(sorted(payload["triggers"]))
+        self.triggers = frozenset(self.trigger_key)
         self.after_wait_mask = tuple(sorted(set(payload["triggers"]) | set(stop_ids)))
+        self._settle()
+
+    def _settle(self) -> None:
+        """Work out ``action``, ``next_id`` and ``room`` (model ids that can only extend the
+        thinking) from the forcer, after anything changed it."""
+        f = self.forcer
+        self.next_id, self.room = None, 0
+        if f.phase is Phase.DONE:
+            self.action, self.next_id = Action.FORCE, self.eot
+        elif self.seen < _seq_len(f):
+            self.action, self.next_id = Action.FORCE, _seq_at(f, self.seen)
+        elif f.phase is Phase.ANSWER:
+            self.action = Action.SAMPLE
+        elif f.round_min_tokens():
+            self.action = Action.AFTER_WAIT
+        else:
+            self.action, self.room = Action.DECIDE, f.thinking_room()
 
     def sync(self) -> None:
         """Account the ids vLLM appended since the last step."""
-        f, out = self.forcer, self.out
-        while self.seen < len(out):
-            if f.phase is Phase.DONE:
-                self.seen = len(out)
-                return
+        out = self.out
+        new = len(out) - self.seen
+        if new <= 0:
+            return
+        if new <= self.room:  # free thinking: masked triggers, below the cap
+            self.forcer.extend_thinking(out[self.seen :])
+            self.seen += new
+            self.room -= new
+            return
+        f = self.forcer
+        while self.seen < len(out) and f.phase is not Phase.DONE:
             if self.seen >= _seq_len(f):  # beyond the sequence: the model sampled it
                 f.feed(out[self.seen])
             self.seen += 1
+        self.seen = len(out)
+        self._settle()
 
     def pending(self) -> int | None:
         """The id to force at this step, if any."""
-        f = self.forcer
-        if f.phase is Phase.DONE:
-            return self.eot
-        return _seq_at(f, self.seen) if self.seen < _seq_len(f) else None
+        return self.next_id
 
     def stop_thinking(self) -> int:
         """The model would end thinking here: the forcer drops the trigger and appends the
         continuation or the end of thinking; returns the first id to force."""
         self.forcer.feed(self.trigger_key[0])
-        nxt = self.pending()
-        assert nxt is not None
-        return nxt
+        self._settle()
+        assert self.next_id is not None
+        return self.next_id
 
 
 # -- the frontend's view of one request's output ------------------------------------------------------

@@ -10,7 +10,8 @@ backend uses. Invariant: the forcer's ``sequence`` extends the request's output 
 it holds beyond them are the ids still to force, one per step. Each step, per row:
 
 1. account the tokens sampled since the last step (``feed`` for model tokens; forced ones are
-   already in the sequence);
+   already in the sequence; a row thinking freely, between events, appends them in one call:
+   ``ForcedRow.sync``);
 2. if ids are pending, force the next one (every other logit -inf);
 3. else, while thinking, decide whether the model *would* end thinking now -- greedy: an end
    trigger is the argmax; sampling: a draw with the row's own seeded RNG against the triggers'
@@ -40,8 +41,7 @@ import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 from vllm.v1.sample.sampler import Sampler
 
-from s1ray.engine.budget import Phase
-from s1ray.engine.forcing import PAYLOAD_KEY, ForcedRow, forcer_from_payload
+from s1ray.engine.forcing import PAYLOAD_KEY, Action, ForcedRow, forcer_from_payload
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
@@ -111,59 +111,64 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.rows:
             return logits
-        force_rows, force_ids = [], []
-        decide: dict[tuple[int, ...], list[tuple[int, ForcedRow]]] = {}
-        masks: dict[tuple[int, ...], list[int]] = {}
+        logits = logits.contiguous()  # a no-op for vLLM's [rows, vocab] logits; the fills index it flat
+        vocab = logits.shape[1]
+        force_rows, force_at = [], []  # rows whose every other id is -inf, and their forced (flat) positions
+        mask_at = []  # flat positions set to -inf
+        greedy, sampled = [], []  # the deciding rows
         for i, row in self.rows.items():
             row.sync()
-            nxt = row.pending()
-            if nxt is not None:
+            action = row.action
+            if action is Action.DECIDE:
+                (greedy if row.greedy else sampled).append((i, row))
+            elif action is Action.FORCE:
                 force_rows.append(i)
-                force_ids.append(nxt)
-            elif row.forcer.phase is Phase.THINKING:
-                if row.forcer.round_min_tokens():  # just after a continuation: as min_tokens=1
-                    masks.setdefault(row.after_wait_mask, []).append(i)
-                else:
-                    decide.setdefault(row.trigger_key, []).append((i, row))
-        top = None  # the batch's greedy argmax, taken once, before any row is masked or forced
-        for trig, members in decide.items():
-            if top is None and any(row.greedy for _, row in members):
-                top = Sampler.greedy_sample(logits).tolist()  # vLLM's own argmax: ties break as its sampler's
-            for (i, row), stop in zip(members, self._would_stop(logits, trig, top, members)):
-                if stop:
-                    force_rows.append(i)
-                    force_ids.append(row.stop_thinking())
-                else:
-                    masks.setdefault(trig, []).append(i)
-        for ids, rows in masks.items():
-            r = torch.tensor(rows, device=logits.device).unsqueeze(1)
-            logits[r, self._ids(ids, logits.device)] = float("-inf")
-        if force_rows:
-            r = torch.tensor(force_rows, device=logits.device)
-            logits.index_fill_(0, r, float("-inf"))
-            logits[r, torch.tensor(force_ids, device=logits.device)] = 0.0
+                force_at.append(i * vocab + row.next_id)
+            elif action is Action.AFTER_WAIT:  # as min_tokens=1 after a continuation
+                mask_at.extend([i * vocab + t for t in row.after_wait_mask])
+        stops = self._greedy_stops(logits, greedy) + self._sampled_stops(logits, sampled)
+        for (i, row), stop in zip(greedy + sampled, stops):
+            if stop:
+                force_rows.append(i)
+                force_at.append(i * vocab + row.stop_thinking())
+            else:
+                mask_at.extend([i * vocab + t for t in row.trigger_key])
+        if mask_at or force_rows:  # one host-to-device copy for every index of this step
+            m, f = len(mask_at), len(force_rows)
+            idx = torch.tensor(mask_at + force_rows + force_at, device=logits.device)
+            flat = logits.view(-1)
+            if m:
+                flat.index_fill_(0, idx[:m], float("-inf"))
+            if f:
+                logits.index_fill_(0, idx[m : m + f], float("-inf"))
+                flat.index_fill_(0, idx[m + f :], 0.0)
         return logits
 
-    def _would_stop(self, logits: torch.Tensor, trig: tuple[int, ...], top: list[int] | None, members) -> list[bool]:
-        """Per row: would the model end thinking at this step (before any masking)? ``top``: the
-        batch's greedy argmax (when a greedy row is among ``members``)."""
-        out = [False] * len(members)
-        sampled = []
-        trig_set = set(trig)
-        for k, (i, row) in enumerate(members):
-            if row.greedy:
-                out[k] = top[i] in trig_set
-            else:
-                sampled.append(k)
-        if sampled:
-            idx = torch.tensor([members[k][0] for k in sampled], device=logits.device)
-            temp = torch.tensor([members[k][1].temperature for k in sampled], device=logits.device)
-            scaled = logits[idx] / temp.unsqueeze(1)
-            tid = self._ids(trig, logits.device)
-            p_stop = torch.exp(torch.logsumexp(scaled[:, tid], -1) - torch.logsumexp(scaled, -1)).tolist()
-            for k, p in zip(sampled, p_stop):
-                out[k] = members[k][1].rng.random() < p
-        return out
+    @staticmethod
+    def _greedy_stops(logits: torch.Tensor, members: list) -> list[bool]:
+        """Per greedy row: is an end trigger vLLM's own argmax (ties break as its sampler's)?"""
+        if not members:
+            return []
+        top = Sampler.greedy_sample(logits).tolist()  # the whole batch at once, before any masking
+        return [top[i] in row.triggers for i, row in members]
+
+    def _sampled_stops(self, logits: torch.Tensor, members: list) -> list[bool]:
+        """Per sampled row: a draw from its own RNG against the triggers' probability under its
+        temperature, i.e. the model's own stop decision. One softmax over the whole batch (no
+        gathered copy): rows that do not decide cost a little arithmetic, not an extra pass."""
+        if not members:
+            return []
+        scaled = logits
+        if any(row.temperature != 1.0 for _, row in members):
+            temps = [1.0] * logits.shape[0]
+            for i, row in members:
+                temps[i] = row.temperature
+            scaled = logits / torch.tensor(temps, device=logits.device).unsqueeze(1)
+        probs = torch.softmax(scaled, -1)
+        p_stop: dict[tuple[int, ...], list[float]] = {}
+        for trig in {row.trigger_key for _, row in members}:  # one format: one trigger set
+            p_stop[trig] = probs[:, self._ids(trig, logits.device)].sum(-1).tolist()
+        return [row.rng.random() < p_stop[row.trigger_key][i] for i, row in members]
 
     def _ids(self, ids: tuple[int, ...], device) -> torch.Tensor:
         t = self._id_tensors.get(ids)
