@@ -55,6 +55,13 @@ def _table(rows: list[dict]) -> list[str]:
     return out
 
 
+RATIO_WORDS = ("_vs_", "_over_", "vs_", "paired", "from_apply", "p50", "p99")  # a group's keys that are ratios
+
+
+def _is_ratio(key: str, v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and any(w in key for w in RATIO_WORDS)
+
+
 def section(name: str, data: dict) -> list[str]:
     """The markdown for one result file (pure)."""
     bench = data.get("bench", name)
@@ -65,8 +72,11 @@ def section(name: str, data: dict) -> list[str]:
     ratios = data.get("ratios")
     if isinstance(ratios, dict) and ratios:
         lines += ["", "| ratio | value |", "|---|---:|"]
-        lines += [f"| {k} | {_cell(v)}{'x' if isinstance(v, (int, float)) and v == v else ''} |"
-                  for k, v in ratios.items()]
+        for k, v in ratios.items():
+            if isinstance(v, dict):  # a group (a workload level): its ratios, and the figures they came from
+                lines += [f"| {k}: {kk} | {_cell(vv)}{'x' if _is_ratio(kk, vv) else ''} |" for kk, vv in v.items()]
+            else:
+                lines.append(f"| {k} | {_cell(v)}{'x' if isinstance(v, (int, float)) and v == v else ''} |")
     else:
         lines += ["", "(this file has no `ratios`)"]
     table = data.get("table")
