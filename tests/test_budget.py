@@ -304,3 +304,33 @@ def test_a_lead_is_never_taken_from_a_continuation():
     ids = FormatIds(thinking_end=(90, END, 91), end_triggers=((END,),), continuation=(70, 90), answer_stop=frozenset({EOT}))
     f = Script(ThinkingBudget(num_waits=1), ids).run([1, END, END, 7, EOT])
     assert f.thinking_ids == [1, 70, 90]
+
+
+@pytest.mark.parametrize("budget", [ThinkingBudget(0, 9), ThinkingBudget(4, 12, num_waits=1), ThinkingBudget(5, None)])
+def test_extend_thinking_is_feed_without_the_checks_that_cannot_fire(budget):
+    """The in-engine shortcut: up to thinking_room ids that end no trigger leave the forcer as
+    feeding them one by one does, and the next id fed is the one the cap acts on."""
+    by_feed, by_extend = BudgetForcer(IDS, budget), BudgetForcer(IDS, budget)
+    for f in (by_feed, by_extend):
+        f.start()
+        f.feed(1)
+        f.feed(END)  # a stop: a Wait where the budget wants one, else the end of thinking
+    if by_feed.phase is not Phase.THINKING:
+        assert by_extend.thinking_room() == 0
+        return
+    room = by_feed.thinking_room()
+    ids = [60, 61, 3] * 3  # a multi-token trigger's first ids, never its last
+    ids = ids[: min(room, len(ids))]
+    for t in ids:
+        assert by_feed.feed(t) is Signal.CONTINUE
+    by_extend.extend_thinking(ids)
+    assert (by_extend.sequence, by_extend.round_min_tokens(), by_extend.thinking_room()) == \
+        (by_feed.sequence, by_feed.round_min_tokens(), by_feed.thinking_room())
+    if budget.max_tokens is not None:
+        for f in (by_feed, by_extend):
+            while f.thinking_room():
+                f.extend_thinking([3])
+            assert f.feed(3) is Signal.RESTART and f.forced_end  # the id at the cap ends thinking
+            assert f.thinking_tokens == budget.max_tokens
+    else:
+        assert by_feed.thinking_room() == 1 << 30
