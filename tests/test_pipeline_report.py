@@ -19,6 +19,8 @@ def test_stage_summaries_say_what_each_stage_made():
     assert stage_summary("eval", ev) == ("trained: 420 samples generated (0 failed); "
                                          "untrained: 420 samples generated (1 failed)")
     assert stage_summary("train", {}) == "? steps, loss ?; model None"  # a partial record does not raise
+    assert stage_summary("serve", {"answer": "13", "reasoning": "1:1>5\n5:5>9\n9:9>13"}) == \
+        "answered one chat request: thinking '1:1>5\\n5:5>9\\n9:9>13', answer '13'"
 
 
 def test_final_lines_end_with_the_table_and_the_plot(tmp_path):

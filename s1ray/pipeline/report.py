@@ -43,7 +43,8 @@ def stage_summary(stage: str, result: dict[str, Any]) -> str:
     if stage == "paper":
         return f"report {r.get('report')} (and report.json, {len(r.get('plots', {}))} plots)"
     if stage == "serve":
-        return f"answered one chat request: {str(r.get('answer'))[:40]!r}"
+        return (f"answered one chat request: thinking {str(r.get('reasoning'))[:40]!r}, "
+                f"answer {str(r.get('answer'))[:40]!r}")
     return ""
 
 
