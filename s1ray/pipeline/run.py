@@ -203,7 +203,7 @@ class PipelineRunner:
         try:
             r = httpx.post("http://127.0.0.1:8000/v1/chat/completions", timeout=300, json={
                 "model": s.model_name, "messages": [{"role": "user", "content": "Apply shift4 3 times to 1."}],
-                "max_thinking_tokens": 64})  # no max_tokens: it would bound thinking + answer together
+                "max_thinking_tokens": 64, "max_answer_tokens": 16})  # max_tokens would bound both together
             r.raise_for_status()
             msg = r.json()["choices"][0]["message"]
             return {"answer": msg["content"], "reasoning": msg["reasoning_content"]}
