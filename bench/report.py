@@ -55,7 +55,7 @@ def _table(rows: list[dict]) -> list[str]:
     return out
 
 
-RATIO_WORDS = ("_vs_", "_over_", "vs_", "paired", "from_apply", "p50", "p99")  # a group's keys that are ratios
+RATIO_WORDS = ("vs_", "_over_", "paired", "from_apply", "p50", "p99")  # a group's keys that are ratios
 
 
 def _is_ratio(key: str, v) -> bool:
