@@ -124,6 +124,30 @@ def test_streaming_chunks_equal_result(engine, loop, forcing):
     assert len(chunks["thinking"]) > 1  # streamed, not one blob
 
 
+@pytest.mark.parametrize("forcing", ["rounds", "in_engine"])
+def test_generate_decodes_the_text_once_not_every_delta(engine, loop, forcing, monkeypatch):
+    """``generate`` (``stream(chunks=False)``) yields the result alone and decodes its text at the
+    end: the same greedy result as a stream, with a handful of decode calls instead of one or two
+    per delta. The tokenizer's ``decode`` is wrapped to count calls, its behaviour untouched."""
+    calls = []
+    decode = engine.tokenizer.decode
+    monkeypatch.setattr(engine.tokenizer, "decode", lambda *a, **k: calls.append(1) or decode(*a, **k))
+    req = GenerationRequest(messages=Q, budget=ThinkingBudget(8, 40, max_answer_tokens=12),
+                            logit_bias=trigger_bias(engine, 4.0), forcing=forcing)
+
+    async def collect(chunks: bool):
+        return [item async for item in engine.stream(req, chunks=chunks)]
+
+    streamed = loop.run(collect(True))
+    streamed_calls, calls[:] = len(calls), []
+    (only,) = loop.run(collect(False))
+    assert only[0] == "result"
+    a, b = streamed[-1][1], only[1]
+    assert (b.thinking, b.answer, b.thinking_token_ids, b.answer_token_ids) == (
+        a.thinking, a.answer, a.thinking_token_ids, a.answer_token_ids)
+    assert len(calls) <= 4 < a.thinking_tokens <= streamed_calls, (len(calls), streamed_calls)
+
+
 def test_total_bound_stop_strings_logprobs_and_token_prompts(engine, loop):
     """The OpenAI-facing features on the rounds path: a total bound with no thinking cap, a stop
     string on the answer (streamed text equals the result), answer logprobs, token-id prompts."""

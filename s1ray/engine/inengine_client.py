@@ -40,9 +40,11 @@ async def _continuations(engine, key: str, split: OutputSplitter) -> int:
 
 
 async def stream_in_engine(
-    engine, req, prompt: list[int], ids: FormatIds, budget: ThinkingBudget, seed, temperature: float, base_id: str
+    engine, req, prompt: list[int], ids: FormatIds, budget: ThinkingBudget, seed, temperature: float, base_id: str,
+    chunks: bool = True,
 ) -> AsyncIterator[tuple[str, object]]:
-    """Like the rounds loop in ``BudgetEngine._stream_one``, in a single engine request."""
+    """Like the rounds loop in ``BudgetEngine._stream_one``, in a single engine request (text
+    chunks only with ``chunks``: the result decodes the whole text anyway)."""
     from vllm import SamplingParams, TokensPrompt
     from vllm.sampling_params import RequestOutputKind
 
@@ -94,7 +96,7 @@ async def stream_in_engine(
                     live = None
                     if split.phase is not Phase.DONE and isinstance(comp.stop_reason, int):
                         split.push(comp.stop_reason)  # vLLM may leave the stop id out of token_ids
-                for chunk in flush():
+                for chunk in flush() if chunks else ():
                     yield chunk
         finally:
             await gen.aclose()
@@ -105,6 +107,6 @@ async def stream_in_engine(
         # own so that a second cancel() of this one cannot interrupt the abort.
         engine._cleanup.add(asyncio.get_running_loop().create_task(engine._abort(live, base_id)))
         raise
-    for chunk in flush(final=True):
+    for chunk in flush(final=True) if chunks else ():
         yield chunk
     yield "result", engine._result(split, len(prompt), req, 1)

@@ -12,13 +12,16 @@ from s1ray.engine.types import TokenLogprob
 
 
 class ForcedOutput:
-    def __init__(self, forcer: BudgetForcer, tokenizer, stop: tuple[str, ...] = (), logprobs: int | None = None):
+    def __init__(self, forcer: BudgetForcer, tokenizer, stop: tuple[str, ...] = (), logprobs: int | None = None,
+                 chunks: bool = True):
         self.forcer = forcer
         self.tokenizer = tokenizer
         # Multi-token triggers may still be completed: hold that many thinking tokens back.
         self.holdback = max(len(t) for t in forcer.ids.end_triggers) - 1
         self._thinking_dec, self._answer_dec = IncrementalDecoder(tokenizer), IncrementalDecoder(tokenizer)
         self.answer = StopMatcher(stop)  # the answer's text, decoded a token at a time
+        # ...where a stop string may end it or a stream shows it; otherwise the result decodes it once
+        self._decode_answer = chunks or bool(stop)
         self.top_k = logprobs
         self.logprobs: list[TokenLogprob] | None = [] if logprobs is not None else None
         self._emitted = {"thinking": 0, "answer": 0}
@@ -31,7 +34,7 @@ class ForcedOutput:
         if in_answer and f.answer_tokens > n:  # an answer token, not the end of turn
             if self.logprobs is not None:
                 self.logprobs.append(self.token_logprob(tok, position))
-            if self.answer.add(self._answer_dec.push([tok])):
+            if self._decode_answer and self.answer.add(self._answer_dec.push([tok])):
                 sig = f.stop()
         return sig
 

@@ -176,17 +176,19 @@ class BudgetEngine:
     # -- generation ------------------------------------------------------------------------
     async def generate(self, req: GenerationRequest) -> GenerationResult:
         result = None
-        async for kind, payload in self.stream(req):
+        async for kind, payload in self.stream(req, chunks=False):
             if kind == "result":
                 result = payload
         assert result is not None
         return result
 
-    async def stream(self, req: GenerationRequest) -> AsyncIterator[tuple[str, object]]:
-        """Yield ("thinking"|"answer", text) chunks as they are final, then ("result", result)."""
+    async def stream(self, req: GenerationRequest, chunks: bool = True) -> AsyncIterator[tuple[str, object]]:
+        """Yield ("thinking"|"answer", text) chunks as they are final, then ("result", result).
+        ``chunks=False`` yields the result alone: it decodes the whole text once, so a caller
+        that does not stream (``generate``) skips decoding every delta on the way."""
         plan, prompt, ids = self.planner.prepare(req)
         if not plan.resample:
-            async for item in self._stream_one(req, prompt, ids, plan.budget, req.seed):
+            async for item in self._stream_one(req, prompt, ids, plan.budget, req.seed, chunks=chunks):
                 yield item
             return
         # Rejection sampling: draw until a sample's thinking fits the bounds (capped).
@@ -201,19 +203,21 @@ class BudgetEngine:
             if res.accepted:
                 break
         best.tries = t + 1
-        yield "thinking", best.thinking
-        yield "answer", best.answer
+        if chunks:
+            yield "thinking", best.thinking
+            yield "answer", best.answer
         yield "result", best
 
     async def _collect(self, req, prompt, ids, budget, seed, temperature=None) -> GenerationResult:
         result = None
-        async for kind, payload in self._stream_one(req, prompt, ids, budget, seed, temperature):
+        async for kind, payload in self._stream_one(req, prompt, ids, budget, seed, temperature, chunks=False):
             if kind == "result":
                 result = payload
         return result
 
     async def _stream_one(
-        self, req, prompt: list[int], ids: FormatIds, budget: ThinkingBudget, seed, temperature=None
+        self, req, prompt: list[int], ids: FormatIds, budget: ThinkingBudget, seed, temperature=None,
+        chunks: bool = True,
     ) -> AsyncIterator[tuple[str, object]]:
         from vllm import TokensPrompt
 
@@ -222,11 +226,11 @@ class BudgetEngine:
         if self._forces_in_engine(req, ids, temperature):
             from s1ray.engine.inengine_client import stream_in_engine
 
-            async for item in stream_in_engine(self, req, prompt, ids, budget, seed, temperature, base_id):
+            async for item in stream_in_engine(self, req, prompt, ids, budget, seed, temperature, base_id, chunks):
                 yield item
             return
         forcer = BudgetForcer(ids, budget)
-        output = ForcedOutput(forcer, self.tokenizer, req.stop, req.logprobs)
+        output = ForcedOutput(forcer, self.tokenizer, req.stop, req.logprobs, chunks)
         self.stats.requests += 1
         forcer.start()
         rounds, rid = 0, None
@@ -254,7 +258,7 @@ class BudgetEngine:
                             # vLLM may leave the stop token out of token_ids: account for it.
                             if not comp.token_ids or comp.token_ids[-1] != comp.stop_reason:
                                 sig = output.feed(comp.stop_reason)
-                        for chunk in output.flush():
+                        for chunk in output.flush() if chunks else ():
                             yield chunk
                         if sig is not Signal.CONTINUE:
                             break
@@ -270,7 +274,7 @@ class BudgetEngine:
             # A task of its own: a second cancel() of this one must not interrupt the abort.
             self._cleanup.add(asyncio.get_running_loop().create_task(self._abort(rid, base_id)))
             raise
-        for chunk in output.flush(final=True):
+        for chunk in output.flush(final=True) if chunks else ():
             yield chunk
         result = self._result(forcer, len(prompt), req, rounds)
         result.answer_logprobs, result.stop_string = output.logprobs, output.answer.matched
