@@ -106,8 +106,11 @@ async def timed(coro):
 
 async def run_budget_forcing(engine, C, T, A, bias, temperature, forcing="rounds") -> dict:
     reqs = [bf_request(i, T, A, bias, temperature, forcing=forcing) for i in range(C)]
+    inside = forcing == "in_engine"
+    t0 = await forcing_timing(engine) if inside else None
     with Timer() as t:
         done = await asyncio.gather(*(timed(engine.generate(r)) for r in reqs))
+    t1 = await forcing_timing(engine) if inside else None
     res, lat = [r for r, _ in done], [x for _, x in done]
     cont = len(engine.format_ids.continuation)
     think = sum(r.thinking_tokens for r in res)
@@ -117,7 +120,14 @@ async def run_budget_forcing(engine, C, T, A, bias, temperature, forcing="rounds
     return dict(seconds=t.s, requests=C, thinking_tokens=think, answer_tokens=ans, tokens=think + ans,
                 sampled_tokens=think + ans - waits * cont,  # minus the injected "Wait" tokens
                 waits_per_req=waits / C, rounds_per_req=sum(r.rounds for r in res) / C,
-                tok_s=(think + ans) / t.s, **latency_stats(lat))
+                tok_s=(think + ans) / t.s, **latency_stats(lat),
+                **({"apply_share": (t1["apply_s"] - t0["apply_s"]) / (t1["step_s"] - t0["step_s"])} if inside else {}))
+
+
+async def forcing_timing(engine) -> dict:
+    """The in-engine processor's totals: seconds in its apply, and the engine's step period
+    while forced rows are in the batch (both timed inside the engine, in the same steps)."""
+    return (await engine.engine.collective_rpc("s1ray_forcing_timing"))[0]
 
 
 async def run_plain(engine, C, T, A, bias, temperature) -> dict:
@@ -214,6 +224,8 @@ async def measure_levels(engine, args, levels, trig, backends=BACKENDS, C=None) 
                      else await run_budget_forcing(engine, C, T, A, bias, temp, name))
                 runs["plain" if name == "plain" else key[name]].append(r)
         out[label] = {"bias": b, **{k: best(v) for k, v in runs.items()}}
+        if "ie" in runs:
+            out[label]["ie"]["apply_share_all"] = [r["apply_share"] for r in runs["ie"]]
         line = "   ".join(f"{k} {out[label][k]['tok_s']:7.0f} tok/s ({out[label][k]['rounds_per_req']:.1f} rounds/req, "
                            f"p50 {out[label][k]['p50_s']:.2f} s)" for k in runs)
         print(f"  {label:>18}: {line}", flush=True)
@@ -307,6 +319,8 @@ def level_ratios(pc: dict, npc: dict, b: float) -> dict:
         # per repetition, in-engine over the plain run beside it (same neighbours): the median and
         # the range say how much of the ratio above is the machine moving between runs
         **paired_ratios(pc["ie"]["tok_s_all"], pc["plain"]["tok_s_all"], "in_engine_vs_plain_paired"),
+        # in the engine, in the in-engine runs' own steps: a plain step is the step less apply
+        "in_engine_vs_plain_engine_step": 1 - statistics.median(pc["ie"]["apply_share_all"]),
         "in_engine_vs_rounds_tok_s": ratio(pc["ie"]["tok_s"], pc["bf"]["tok_s"]),
         "extra_ms_per_round": 1000 * extra / max(rounds - 1, 1),
         "prefix_cache_vs_none_tok_s": ratio(pc["bf"]["tok_s"], npc["bf"]["tok_s"]),
@@ -356,6 +370,8 @@ def report(args, model_desc, levels, cached, uncached, loaded, total) -> dict:
         print(f"        per repetition, in-engine / the plain run beside it: median "
               f"{r['in_engine_vs_plain_paired_median']:.2f}x, range {r['in_engine_vs_plain_paired_min']:.2f}-"
               f"{r['in_engine_vs_plain_paired_max']:.2f}x")
+        print(f"        in the engine, (step - apply) / step over the in-engine runs' steps: "
+              f"{r['in_engine_vs_plain_engine_step']:.3f}x")
         print(f"    (a) rounds vs plain vLLM, tokens/s:                {r['bf_vs_plain_tok_s']:.2f}x"
               f"   (~{r['extra_ms_per_round']:.1f} ms extra wall time per extra round)")
         print(f"    (b) prefix caching vs none, rounds tok/s:          {r['prefix_cache_vs_none_tok_s']:.2f}x"

@@ -44,9 +44,18 @@ def test_greedy_in_engine_equals_rounds_token_for_token(engine, loop):
     async def run(forcing):  # each backend's requests together, one backend after the other
         return await asyncio.gather(*(engine.generate(req(*c, forcing)) for c in cases))
 
-    before = engine.stats.in_engine_requests
-    ref, got = loop.run(run("rounds")), loop.run(run("in_engine"))
+    def timing():  # the processor's own account of its cost (bench_engine.py reports it)
+        return loop.run(engine.engine.collective_rpc("s1ray_forcing_timing"))[0]
+
+    before, t0 = engine.stats.in_engine_requests, timing()
+    ref = loop.run(run("rounds"))
+    t1 = timing()
+    got = loop.run(run("in_engine"))
+    t2 = timing()
     assert engine.stats.in_engine_requests == before + len(cases)
+    assert t1 == t0  # rounds requests never enter the processor
+    assert t2["steps"] - t1["steps"] >= max(len(b.thinking_token_ids) for b in got)
+    assert 0 < t2["apply_s"] - t1["apply_s"] < t2["step_s"] - t1["step_s"]  # apply is a part of the step
     for c, a, b in zip(cases, ref, got):
         assert b.rounds == 1
         assert (b.thinking_token_ids, b.answer_token_ids) == (a.thinking_token_ids, a.answer_token_ids), c

@@ -32,6 +32,7 @@ rounds. ``docs/forcing.md`` has the table.
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING
@@ -66,6 +67,10 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
         self.records: OrderedDict[str, ForcedRow] = OrderedDict()  # request key -> row, finished too
         self.device = device
         self._id_tensors: dict[tuple[int, ...], torch.Tensor] = {}  # trigger/mask id sets, made once
+        # What forcing costs the engine, measured where it happens: seconds inside apply, and the
+        # engine's step period (apply to apply) while forced rows are in the batch.
+        self.timing = {"apply_s": 0.0, "step_s": 0.0, "steps": 0}
+        self._last_apply: float | None = None
         _PROCESSORS.add(self)
 
     @classmethod
@@ -110,7 +115,19 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.rows:
+            self._last_apply = None  # the period resumes with the next forced row
             return logits
+        start = time.perf_counter()
+        logits = self._force(logits)
+        t = self.timing
+        t["apply_s"] += time.perf_counter() - start
+        if self._last_apply is not None:
+            t["step_s"] += start - self._last_apply
+            t["steps"] += 1
+        self._last_apply = start
+        return logits
+
+    def _force(self, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.contiguous()  # a no-op for vLLM's [rows, vocab] logits; the fills index it flat
         vocab = logits.shape[1]
         force_rows, force_at = [], []  # rows whose every other id is -inf, and their forced (flat) positions
@@ -176,6 +193,9 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             t = self._id_tensors[ids] = torch.tensor(ids, device=device)
         return t
 
+    def timing_totals(self) -> dict:
+        return dict(self.timing)
+
     def pop_waits(self, keys: list[str]) -> dict[str, int]:
         found = {}
         for k in keys:
@@ -189,6 +209,15 @@ class ForcingWorkerExtension:
     """Mixed into vLLM's worker (``worker_extension_cls``): the frontend reads, by
     ``collective_rpc``, how many continuations a finished request got -- the one fact its
     output ids cannot tell (a model may write "Wait" itself)."""
+
+    def s1ray_forcing_timing(self) -> dict:
+        """Totals since start: seconds in the processor's ``apply``, and the engine's step
+        period summed over the steps between two applies with forced rows (``steps`` of them)."""
+        out = {"apply_s": 0.0, "step_s": 0.0, "steps": 0}
+        for proc in list(_PROCESSORS):
+            for k, v in proc.timing_totals().items():
+                out[k] += v
+        return out
 
     def s1ray_forcing_waits(self, keys: list[str]) -> dict[str, int]:
         found: dict[str, int] = {}
