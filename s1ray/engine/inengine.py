@@ -193,9 +193,6 @@ class BudgetForcingLogitsProcessor(LogitsProcessor):
             t = self._id_tensors[ids] = torch.tensor(ids, device=device)
         return t
 
-    def timing_totals(self) -> dict:
-        return dict(self.timing)
-
     def pop_waits(self, keys: list[str]) -> dict[str, int]:
         found = {}
         for k in keys:
@@ -215,7 +212,7 @@ class ForcingWorkerExtension:
         period summed over the steps between two applies with forced rows (``steps`` of them)."""
         out = {"apply_s": 0.0, "step_s": 0.0, "steps": 0}
         for proc in list(_PROCESSORS):
-            for k, v in proc.timing_totals().items():
+            for k, v in proc.timing.items():
                 out[k] += v
         return out
 

@@ -73,6 +73,8 @@ async def stream_in_engine(
 
     def flush(final: bool = False):
         out = []
+        if not chunks:  # nobody reads them: the result decodes the text once
+            return out
         for phase, toks in (("thinking", split.thinking_ids), ("answer", split.answer_ids)):
             upto = split.final_thinking() if phase == "thinking" and not final else len(toks)
             if upto > emitted[phase]:
@@ -96,7 +98,7 @@ async def stream_in_engine(
                     live = None
                     if split.phase is not Phase.DONE and isinstance(comp.stop_reason, int):
                         split.push(comp.stop_reason)  # vLLM may leave the stop id out of token_ids
-                for chunk in flush() if chunks else ():
+                for chunk in flush():
                     yield chunk
         finally:
             await gen.aclose()
@@ -107,6 +109,6 @@ async def stream_in_engine(
         # own so that a second cancel() of this one cannot interrupt the abort.
         engine._cleanup.add(asyncio.get_running_loop().create_task(engine._abort(live, base_id)))
         raise
-    for chunk in flush(final=True) if chunks else ():
+    for chunk in flush(final=True):
         yield chunk
     yield "result", engine._result(split, len(prompt), req, 1)

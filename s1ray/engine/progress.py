@@ -21,6 +21,7 @@ class ForcedOutput:
         self._thinking_dec, self._answer_dec = IncrementalDecoder(tokenizer), IncrementalDecoder(tokenizer)
         self.answer = StopMatcher(stop)  # the answer's text, decoded a token at a time
         # ...where a stop string may end it or a stream shows it; otherwise the result decodes it once
+        self.chunks = chunks
         self._decode_answer = chunks or bool(stop)
         self.top_k = logprobs
         self.logprobs: list[TokenLogprob] | None = [] if logprobs is not None else None
@@ -39,8 +40,11 @@ class ForcedOutput:
         return sig
 
     def flush(self, final: bool = False) -> list[tuple[str, str]]:
-        """("thinking" | "answer", text) chunks that became final since the last flush."""
+        """("thinking" | "answer", text) chunks that became final since the last flush (none
+        without ``chunks``: nobody reads them)."""
         out = []
+        if not self.chunks:
+            return out
         toks, done = self.forcer.thinking_ids, self._emitted["thinking"]
         thinking = final or self.forcer.phase is not Phase.THINKING
         upto = len(toks) if thinking else max(done, len(toks) - self.holdback)

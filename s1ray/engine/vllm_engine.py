@@ -258,7 +258,7 @@ class BudgetEngine:
                             # vLLM may leave the stop token out of token_ids: account for it.
                             if not comp.token_ids or comp.token_ids[-1] != comp.stop_reason:
                                 sig = output.feed(comp.stop_reason)
-                        for chunk in output.flush() if chunks else ():
+                        for chunk in output.flush():
                             yield chunk
                         if sig is not Signal.CONTINUE:
                             break
@@ -274,7 +274,7 @@ class BudgetEngine:
             # A task of its own: a second cancel() of this one must not interrupt the abort.
             self._cleanup.add(asyncio.get_running_loop().create_task(self._abort(rid, base_id)))
             raise
-        for chunk in output.flush(final=True) if chunks else ():
+        for chunk in output.flush(final=True):
             yield chunk
         result = self._result(forcer, len(prompt), req, rounds)
         result.answer_logprobs, result.stop_string = output.logprobs, output.answer.matched
